@@ -1,0 +1,41 @@
+"""fscnn-tvm: compile pruned CNNs into fast sparse/dense inference code with Apache TVM.
+
+Public API (heavy modules load on first use, so ``import fscnn_tvm`` stays cheap and the runtime
+path never imports torch):
+
+- ``compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None)``
+- ``load(path, device="cpu")``
+- ``models`` (zoo), ``prune`` (magnitude pruning)
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+__all__ = ["compile", "load", "models", "prune", "__version__"]
+
+
+def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None):  # noqa: A001
+    """Compile a model to a :class:`~fscnn_tvm.build.CompiledModel`.
+
+    ``model``: an ``nn.Module`` (with ``input_shape``), an ``ExportedProgram``, a ``.pt2`` or
+    ``.onnx`` path, or a zoo spec like ``"resnet50@0.9"``. ``target``: ``"llvm"`` (this host),
+    ``"cuda"``, or a TVM target dict/JSON. ``sparse``: ``"auto"`` | ``"always"`` | ``"never"``.
+    """
+    from .build import compile_model
+
+    return compile_model(model, input_shape, target, sparse, tuning_log)
+
+
+def load(path, device="cpu"):
+    """Load a compiled ``.so`` as a callable :class:`~fscnn_tvm.runtime.Runner` (no torch needed)."""
+    from .runtime import load as _load
+
+    return _load(path, device)
+
+
+def __getattr__(name):
+    if name in ("models", "prune"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fscnn_tvm' has no attribute {name!r}")

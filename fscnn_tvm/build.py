@@ -1,0 +1,113 @@
+"""The compile pipeline, top to bottom, and the compiled model it returns.
+
+import -> fold (frontend) -> find layers -> plan -> kernels -> rewrite (passes) -> legalise the
+rest -> schedule every PrimFunc -> tvm.compile.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+
+import tvm
+from tvm import relax
+
+from . import __version__, frontend, kernels, passes, targets
+from .plan import LayerPlan, format_plan, make_plan
+from .runtime import META_FUNCTION, Runner
+
+log = logging.getLogger("fscnn_tvm")
+
+
+def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Lower the ops we do not own to TIR and fuse them (TVM's CPU legalisation passes).
+
+    Our kernels carry ``op_pattern`` = opaque so FuseOps leaves them whole: their schedules
+    were made for exactly the blocks they have.
+    """
+    with target:
+        return tvm.transform.Sequential([
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(["main"]),
+        ])(mod)
+
+
+def _attach_meta(mod: tvm.IRModule, meta: dict) -> tvm.IRModule:
+    bb = relax.BlockBuilder(mod)
+    with bb.function(META_FUNCTION, []):
+        bb.emit_func_output(tvm.ir.expr.StringImm(json.dumps(meta)))
+    return bb.get()
+
+
+class CompiledModel(Runner):
+    """A model compiled for one target: call it, read ``.plan``, or ``export_library(path)``."""
+
+    def __init__(self, executable, plan: list[LayerPlan], target: tvm.target.Target, source: str):
+        super().__init__(executable, "cuda" if target.kind.name == "cuda" else "cpu", source)
+        self.executable = executable
+        self.layer_plan = plan
+        self.target = target
+
+    @property
+    def plan(self) -> list[LayerPlan]:
+        return self.layer_plan
+
+    def explain(self) -> str:
+        return format_plan(self.layer_plan)
+
+    def export_library(self, path: str) -> str:
+        """Write the shared library atomically (temp file + rename); returns ``path``."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"{path}: output folder {folder} does not exist")
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            self.executable.export_library(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+
+def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
+                  tuning_log: str | None = None) -> CompiledModel:
+    """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``."""
+    tgt = targets.parse(target)
+    if tuning_log is not None:
+        raise NotImplementedError("tuning_log: compiling from tuning records is not available in "
+                                  "this version; omit it to use the hand schedules")
+    start = time.perf_counter()
+    imported = frontend.import_model(model, input_shape)
+    log.info("imported %s in %.1f s", imported.source, time.perf_counter() - start)
+
+    layers = passes.find_layers(imported.mod, imported.layer_names)
+    plan = make_plan(layers, sparse)
+    log.info("plan:\n%s", format_plan(plan))
+    built = []
+    for i, (layer, row) in enumerate(zip(layers, plan)):
+        built.append(kernels.build_kernel(layer, row.kernel, tgt))
+        log.debug("kernel %d/%d: %s (%s)", i + 1, len(layers), layer.name, row.kernel)
+    mod = passes.apply_plan(imported.mod, layers, built, tgt)
+    mod = _legalize(mod, tgt)
+    from .schedules import schedule_module  # noqa: PLC0415 - heavy, only needed here
+
+    mod = schedule_module(mod, tgt)
+    meta = {"fscnn_tvm": __version__, "tvm": tvm.__version__, "source": imported.source,
+            "input_shape": list(imported.input_shape), "input_dtype": "float32",
+            "target": targets.describe(tgt), "plan": [row.as_dict() for row in plan]}
+    mod = _attach_meta(mod, meta)
+    log.info("building %d kernels for %s", sum(isinstance(f, tvm.tirx.PrimFunc)
+                                               for _, f in mod.functions_items()), tgt)
+    with tvm.transform.PassContext(opt_level=3):
+        executable = tvm.compile(mod, tgt)
+    log.info("compiled %s in %.1f s", imported.source, time.perf_counter() - start)
+    return CompiledModel(executable, plan, tgt, imported.source)

@@ -1,0 +1,155 @@
+"""``fscnn-tvm``: the command line over the Python API. Quiet by default, ``-v`` for more.
+
+Exit codes: 0 success, 1 a domain error (bad model, input or option value; one line on stderr),
+2 a usage error (argparse), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+DEMO_MODEL = "resnet18@0.9"
+DEMO_SHAPE = (1, 3, 224, 224)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,3,224,224, got {text!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"dimensions must be positive, got {text!r}")
+    return dims
+
+
+def _add_compile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
+                   help="input shape (default: 1,3,224,224 for zoo models; from the file otherwise)")
+    p.add_argument("--target", default="llvm",
+                   help="'llvm' (this CPU, the default), 'cuda', or a TVM target as JSON")
+    p.add_argument("--sparse", choices=("auto", "always", "never"), default="auto",
+                   help="per-layer sparse kernel choice (default: auto)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fscnn-tvm", description="Compile pruned CNNs to fast sparse/dense code with Apache TVM.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="show progress (-v) and details (-vv) on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="compile a model to a shared library",
+                       description="MODEL is a zoo spec (resnet50, resnet50@0.9), a .pt2 or an .onnx file.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("-o", "--output", required=True, help="path of the .so to write")
+    _add_compile_options(p)
+
+    p = sub.add_parser("run", help="run a compiled library")
+    p.add_argument("library", metavar="LIBRARY.so")
+    p.add_argument("--input", help=".npy input (default: seeded random data of the model's shape)")
+    p.add_argument("--output", help="write the output to this .npy file")
+    p.add_argument("--repeat", type=int, default=0, metavar="N",
+                   help="time N runs and print the median and min latency")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+    p = sub.add_parser("demo", help=f"compile {DEMO_MODEL}, run it, check it against PyTorch")
+    p.add_argument("--model", default=DEMO_MODEL, help=f"zoo spec (default {DEMO_MODEL})")
+    p.add_argument("--input-shape", type=_shape, default=DEMO_SHAPE, metavar="N,C,H,W")
+    p.add_argument("--repeat", type=int, default=10, metavar="N")
+    return parser
+
+
+def _cmd_compile(args) -> int:
+    import fscnn_tvm  # noqa: PLC0415
+
+    compiled = fscnn_tvm.compile(args.model, input_shape=args.input_shape, target=args.target,
+                                 sparse=args.sparse)
+    compiled.export_library(args.output)
+    if args.verbose:
+        print(compiled.explain(), file=sys.stderr)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from . import runtime  # noqa: PLC0415 - no torch on this path
+
+    runner = runtime.load(args.library, device=args.device)
+    if args.input:
+        if not os.path.isfile(args.input):
+            raise ValueError(f"{args.input}: no such file")
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{args.input}: not a .npy array ({err})") from None
+    else:
+        x = np.random.default_rng(0).standard_normal(runner.input_shape).astype(runner.input_dtype)
+    y = runner(x)
+    if args.output:
+        np.save(args.output, y)
+    else:
+        first = y if isinstance(y, np.ndarray) else y[0]
+        print(f"output shape {first.shape}, argmax {int(first.reshape(first.shape[0], -1).argmax(1)[0])}")
+    if args.repeat > 0:
+        times = np.array(runner.benchmark(x, repeat=args.repeat)) * 1e3
+        print(f"latency over {args.repeat} runs: median {np.median(times):.3f} ms, min {times.min():.3f} ms")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    import fscnn_tvm  # noqa: PLC0415
+    from fscnn_tvm import models  # noqa: PLC0415
+    from fscnn_tvm.testing import time_torch  # noqa: PLC0415
+
+    print(f"compiling {args.model} for this CPU, input {args.input_shape} ...", flush=True)
+    start = time.perf_counter()
+    model = models.from_spec(args.model)
+    compiled = fscnn_tvm.compile(model, input_shape=args.input_shape)
+    print(f"compiled in {time.perf_counter() - start:.1f} s\n")
+    print(compiled.explain(), "\n")
+    x = np.random.default_rng(0).standard_normal(args.input_shape).astype("float32")
+    y = compiled(x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    err = float(np.abs(y - ref).max() / np.abs(ref).max())
+    print(f"max abs error vs PyTorch: {err:.2e} of max |output| ({'OK' if err <= 1e-4 else 'MISMATCH'})")
+    ours = np.median(compiled.benchmark(x, repeat=args.repeat)) * 1e3
+    theirs = np.median(time_torch(model, x, repeat=args.repeat)) * 1e3
+    print(f"latency (median of {args.repeat}, {torch.get_num_threads()} torch threads): "
+          f"fscnn-tvm {ours:.2f} ms, PyTorch {theirs:.2f} ms, speedup {theirs / ours:.2f}x")
+    return 0 if err <= 1e-4 else 1
+
+
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(format="fscnn-tvm: %(message)s", stream=sys.stderr,
+                        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
+    if not args.verbose:
+        import warnings  # noqa: PLC0415
+
+        warnings.filterwarnings("ignore")  # torch.export's deprecation chatter
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("fscnn-tvm: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, NotImplementedError, OSError) as err:
+        if args.verbose >= 2:
+            raise
+        print(f"fscnn-tvm: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Errors that fscnn-tvm raises for bad input. Each message names the file/layer/shape at fault."""
+from __future__ import annotations
+
+
+class ModelLoadError(ValueError):
+    """A model file is missing, corrupt or of an unknown format."""
+
+
+class UnsupportedOperatorError(NotImplementedError):
+    """The model uses operators the importer cannot convert; lists all of them at once."""
+
+    def __init__(self, source: str, ops: list[str]):
+        self.source = source
+        self.ops = list(ops)
+        super().__init__(f"{source}: {len(self.ops)} unsupported operator(s): {', '.join(self.ops)}")
+
+
+class InputError(ValueError):
+    """An input array does not match what the compiled model expects."""

@@ -1,0 +1,187 @@
+"""Import: a torch module, an ExportedProgram, a ``.pt2`` or ``.onnx`` file, or a zoo spec -> Relax.
+
+The result has every weight bound as a constant and batch norm folded into the preceding conv
+(folding scales output channels, so zeros stay zeros) before any sparse decision is made.
+Unsupported operators are listed all at once. Files are never unpickled as code: ``.pt2`` goes
+through ``torch.export.load`` and ONNX through ``onnx.load``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+
+from .errors import ModelLoadError, UnsupportedOperatorError
+
+_TORCH_LAYER_OPS = {"conv2d.default": 1, "convolution.default": 1, "linear.default": 1,
+                    "addmm.default": 2, "mm.default": 1}
+_TORCH_TRANSPOSES = {"permute.default", "t.default", "transpose.int"}
+_ONNX_LAYER_OPS = {"Conv", "Gemm", "MatMul"}
+
+
+@dataclass
+class ImportedModel:
+    """A model as a Relax module ready for planning."""
+
+    mod: tvm.IRModule
+    input_shape: tuple[int, ...]
+    layer_names: list[str]  # conv/linear names in graph order (torch module paths when known)
+    source: str  # what was imported, for messages
+
+
+def _fold(mod: tvm.IRModule) -> tvm.IRModule:
+    # Order matters: batch norm must be folded into constant conv weights before FoldConstant
+    # computes the folded arrays; the plan then sees the weights the kernels will run.
+    # Batch norms TVM cannot fold (e.g. after a conv with bias) become per-channel
+    # subtract/divide/multiply/add by constants, which find_layers folds into the layer.
+    mod = relax.transform.FoldBatchnormToConv2D()(mod)
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    mod = relax.transform.FoldConstant()(mod)
+    mod = relax.transform.CanonicalizeBindings()(mod)  # (y, mean, var)[0] -> y
+    return relax.transform.DeadCodeElimination(["main"])(mod)
+
+
+# ----------------------------------------------------------------------------- torch
+def _torch_layer_names(ep) -> list[str]:
+    params = dict(ep.graph_signature.inputs_to_parameters)
+    names = []
+    for node in ep.graph.nodes:
+        if node.op != "call_function":
+            continue
+        pos = _TORCH_LAYER_OPS.get(getattr(node.target, "__name__", ""))
+        if pos is None or len(node.args) <= pos:
+            continue
+        weight = node.args[pos]
+        while getattr(weight, "op", None) == "call_function" and getattr(
+                weight.target, "__name__", "") in _TORCH_TRANSPOSES:
+            weight = weight.args[0]
+        name = params.get(getattr(weight, "name", ""), "")
+        names.append(name[: -len(".weight")] if name.endswith(".weight") else name or node.name)
+    return names
+
+
+def _input_shape_of(ep) -> tuple[int, ...]:
+    user_inputs = ep.graph_signature.user_inputs
+    if len(user_inputs) != 1:
+        raise ValueError(f"expected a model with one input tensor, got {len(user_inputs)} inputs "
+                         f"({', '.join(user_inputs)})")
+    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0])
+    val = node.meta.get("val")
+    try:
+        return tuple(int(d) for d in val.shape)
+    except (AttributeError, TypeError):
+        raise ValueError("the exported program's input has a dynamic shape; export it with a "
+                         "static example input") from None
+
+
+def from_exported_program(ep, source: str = "ExportedProgram") -> ImportedModel:
+    from tvm.relax.frontend.torch import from_exported_program as tvm_import  # noqa: PLC0415
+    from tvm.relax.frontend.torch.exported_program_translator import (  # noqa: PLC0415
+        ExportedProgramImporter,
+    )
+
+    ep = ep.run_decompositions()
+    convert_map = ExportedProgramImporter().convert_map
+    missing = sorted({getattr(n.target, "__name__", str(n.target)) for n in ep.graph.nodes
+                      if n.op == "call_function"
+                      and getattr(n.target, "__name__", str(n.target)) not in convert_map})
+    if missing:
+        raise UnsupportedOperatorError(source, missing)
+    input_shape = _input_shape_of(ep)
+    mod = tvm_import(ep, run_ep_decomposition=False)
+    return ImportedModel(_fold(mod), input_shape, _torch_layer_names(ep), source)
+
+
+def from_torch(model, input_shape: tuple[int, ...], source: str = "torch module") -> ImportedModel:
+    import torch  # noqa: PLC0415 - torch is needed only to import models
+
+    if input_shape is None:
+        raise ValueError(f"{source}: input_shape is required to import a torch.nn.Module "
+                         "(e.g. input_shape=(1, 3, 224, 224))")
+    example = torch.zeros(tuple(int(d) for d in input_shape))
+    try:
+        ep = torch.export.export(model.eval(), (example,))
+    except Exception as err:  # torch raises many error types from tracing user code
+        raise ValueError(f"{source}: torch.export failed for input shape {tuple(input_shape)}: "
+                         f"{str(err).splitlines()[0]}") from None
+    return from_exported_program(ep, source)
+
+
+def from_pt2(path: str) -> ImportedModel:
+    import torch  # noqa: PLC0415
+
+    try:
+        ep = torch.export.load(path)
+    except Exception as err:  # corrupt zip, wrong format, version mismatch
+        raise ModelLoadError(f"{path}: not a readable torch.export .pt2 file "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    return from_exported_program(ep, path)
+
+
+# ----------------------------------------------------------------------------- ONNX
+def from_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> ImportedModel:
+    import onnx  # noqa: PLC0415 - optional dependency, only for .onnx files
+    from tvm.relax.frontend.onnx import from_onnx as tvm_import  # noqa: PLC0415
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map  # noqa: PLC0415
+
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as err:  # protobuf decode errors, checker errors
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    known = set(_get_convert_map()) | {"Constant", "If"}
+    missing = sorted({n.op_type for n in model.graph.node if n.op_type not in known})
+    if missing:
+        raise UnsupportedOperatorError(path, missing)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: expected one input tensor, got {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    if input_shape is not None:
+        if len(input_shape) != len(shape) or any(s is not None and s != g for s, g in zip(shape, input_shape)):
+            raise ValueError(f"{path}: input_shape {tuple(input_shape)} does not match the model's "
+                             f"input {inputs[0].name} of shape {shape}")
+        shape = tuple(int(d) for d in input_shape)
+    if any(d is None for d in shape):
+        raise ValueError(f"{path}: input {inputs[0].name} has dynamic dimensions {shape}; pass "
+                         "input_shape (--input-shape) to fix them")
+    mod = tvm_import(model, shape_dict={inputs[0].name: list(shape)})
+    names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)
+             if n.op_type in _ONNX_LAYER_OPS]
+    return ImportedModel(_fold(mod), shape, names, path)
+
+
+# ----------------------------------------------------------------------------- dispatch
+def import_model(model, input_shape: tuple[int, ...] | None = None) -> ImportedModel:
+    """Import ``model``: an ``nn.Module`` (with ``input_shape``), an ``ExportedProgram``, a path
+    to a ``.pt2`` or ``.onnx`` file, or a zoo spec such as ``"resnet50@0.9"``."""
+    if isinstance(model, (str, os.PathLike)):
+        text = os.fspath(model)
+        from . import models  # noqa: PLC0415 - imports torch
+
+        if models.is_spec(text) and not os.path.exists(text):
+            shape = input_shape or models.DEFAULT_INPUT_SHAPE
+            return from_torch(models.from_spec(text), shape, source=text)
+        if not os.path.exists(text):
+            raise ModelLoadError(f"{text}: no such file, and not a zoo model spec "
+                                 "(NAME[@SPARSITY], e.g. resnet50@0.9)")
+        if text.endswith(".pt2"):
+            return from_pt2(text)
+        if text.endswith(".onnx"):
+            return from_onnx(text, input_shape)
+        raise ModelLoadError(f"{text}: unknown model format; expected a .pt2 (torch.export.save) "
+                             "or .onnx file")
+    type_name = type(model).__name__
+    if type_name == "ExportedProgram":
+        return from_exported_program(model)
+    import torch  # noqa: PLC0415
+
+    if isinstance(model, torch.nn.Module):
+        return from_torch(model, input_shape, source=type_name)
+    raise TypeError(f"cannot import a {type_name}; expected an nn.Module, an ExportedProgram, "
+                    "a .pt2/.onnx path or a zoo spec")

@@ -1,0 +1,100 @@
+"""From a planned layer to a kernel: the PrimFunc (TE compute), its knobs, and its constant args.
+
+The knobs (register tile, output-channel block) come from the target's tile rule in
+``schedules/<target>/``; the same knobs are stored on the PrimFunc as ``fscnn.*`` attributes so
+the schedule rule that later picks the function up applies the matching schedule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te
+
+from . import targets
+from .ops import conv2d as conv_ops
+from .ops import dense as dense_ops
+from .passes import Layer
+
+OPAQUE = 8  # TVM OpPatternKind kOpaque: FuseOps must not merge other ops into our kernels
+
+
+@dataclass
+class Kernel:
+    func: tvm.tirx.PrimFunc
+    constants: list[np.ndarray]  # passed after the data argument, before the residual
+    key: tuple  # equal keys -> the same PrimFunc can serve both layers
+    symbol: str
+
+
+def conv_spec(layer: Layer) -> conv_ops.Conv2dSpec:
+    n, c, h, w = layer.in_shape
+    a = layer.attrs
+    top, left, bottom, right = a["padding"]
+    return conv_ops.Conv2dSpec(n, c, h, w, layer.out_shape[1], tuple(layer.weight.shape[2:]),
+                               a["stride"], (top, left, bottom, right), a["dilation"], a["groups"])
+
+
+def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
+    """(kind, ow_tile, oc_block) for a dense conv on a CPU with ``lanes`` fp32 lanes.
+
+    A tile keeps ~14 accumulators live (of 32 registers with AVX-512, of 16 with AVX2 ~10): wide
+    rows get ``ow_tile`` ~14 x one vector of output channels; narrow rows (<12 columns) get the
+    whole row x two vectors. Tiles are chosen to waste the fewest padded columns.
+    """
+    budget = 14 if lanes >= 16 else 10
+    ow = spec.out_width
+    oc_block = lanes if ow >= 12 or spec.out_channels <= lanes else 2 * lanes
+    if not conv_ops.oc_vectorizable(spec, oc_block):
+        oc_block = lanes
+    if not conv_ops.oc_vectorizable(spec, oc_block):
+        tiles = max(1, min(4, -(-ow // lanes)))
+        return "conv2d_spatial", tiles * lanes, lanes
+    max_tile = max(1, budget * lanes // oc_block)
+    if ow <= max_tile:
+        return "conv2d_oc_blocked", ow, oc_block
+    best = min(range(max(2, max_tile // 2), max_tile + 1), key=lambda t: (-(-ow // t) * t - ow, -t))
+    return "conv2d_oc_blocked", best, oc_block
+
+
+def _dense_conv(layer: Layer, lanes: int) -> Kernel:
+    spec = conv_spec(layer)
+    kind, ow_tile, oc_block = conv_tile(spec, lanes)
+    flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
+    if kind == "conv2d_oc_blocked":
+        inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
+        weight = conv_ops.pack_weight(layer.weight, oc_block)
+    else:
+        inputs, out = conv_ops.conv2d_spatial(spec, ow_tile=ow_tile, **flags)
+        weight = layer.weight
+    func = te.create_prim_func(inputs + [out]).with_attrs(
+        {"fscnn.kernel": kind, "fscnn.ow_tile": ow_tile, "fscnn.oc_block": oc_block,
+         "op_pattern": OPAQUE})
+    constants = [weight] + ([layer.bias] if layer.bias is not None else [])
+    key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items())))
+    return Kernel(func, constants, key, f"fscnn_{kind}")
+
+
+def _dense_linear(layer: Layer, lanes: int) -> Kernel:
+    batch, in_features = layer.in_shape
+    out_features = layer.out_shape[1]
+    out_block = 4 * lanes if out_features >= 4 * lanes else lanes
+    flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
+    inputs, out = dense_ops.dense(batch, in_features, out_features, out_block=out_block, **flags)
+    func = te.create_prim_func(inputs + [out]).with_attrs({"fscnn.kernel": "dense", "op_pattern": OPAQUE})
+    constants = [dense_ops.pack_weight(layer.weight, out_block)] + (
+        [layer.bias] if layer.bias is not None else [])
+    key = ("dense", batch, in_features, out_features, out_block, tuple(sorted(flags.items())))
+    return Kernel(func, constants, key, "fscnn_dense")
+
+
+def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel:
+    """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target``."""
+    if target.kind.name != "llvm":
+        raise NotImplementedError(f"{layer.name}: kernels for target {target.kind.name!r} are not "
+                                  "available yet")
+    lanes = targets.vector_lanes(target)
+    if kind == "dense":
+        return _dense_conv(layer, lanes) if layer.op == "conv2d" else _dense_linear(layer, lanes)
+    raise NotImplementedError(f"{layer.name}: kernel kind {kind!r} is not available")

@@ -1,0 +1,1 @@
+"""Computations (TE) of the kernels fscnn-tvm owns; their schedules live in ``schedules/``."""

@@ -1,0 +1,210 @@
+"""Dense conv2d that fscnn-tvm owns: NCHW activations, output-channel-blocked weights, fused epilogue.
+
+The computation is written so that one schedule (``schedules/x86/conv2d.py``) can keep a register
+tile of ``ow_tile`` output columns x ``oc_block`` output channels in vector registers: every reduction
+step broadcasts one input value and multiplies it with a contiguous vector of ``oc_block`` weights.
+Activations stay in plain NCHW, so no layout conversion is ever inserted between layers.
+
+Shapes (``Ng`` = groups, ``ICg = IC / groups``, ``OCB = ceil(OC / oc_block)``):
+
+- ``data``     ``[N, IC, H, W]`` float32, NCHW.
+- ``weight``   ``[OCB, ICg, KH, KW, oc_block]``, packed by :func:`pack_weight`; output channels past
+  ``OC`` are zero.
+- ``bias``     ``[OC]`` (optional).
+- ``residual`` ``[N, OC, OH, OW]`` (optional), added after the bias.
+- output       ``[N, OC, OH, OW]`` = act(conv + bias + residual).
+
+Padding is materialised in a ``pad`` stage whose right edge is widened so the convolution can be
+computed over ``OWp`` = ``OW`` rounded up to ``ow_tile`` columns (junk columns are never stored).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te, tirx
+
+ACTIVATIONS = ("none", "relu", "relu6")
+
+
+@dataclass(frozen=True)
+class Conv2dSpec:
+    """Static description of one conv2d layer (everything the kernel is specialised on)."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @property
+    def out_height(self) -> int:
+        kh = (self.kernel[0] - 1) * self.dilation[0] + 1
+        return (self.height + self.padding[0] + self.padding[2] - kh) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        kw = (self.kernel[1] - 1) * self.dilation[1] + 1
+        return (self.width + self.padding[1] + self.padding[3] - kw) // self.stride[1] + 1
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_channels, self.out_height, self.out_width)
+
+    @property
+    def flops(self) -> int:
+        """Dense multiply-add work, counted as 2 FLOPs each."""
+        kh, kw = self.kernel
+        return 2 * self.batch * self.out_channels * self.out_height * self.out_width * (
+            self.in_channels // self.groups) * kh * kw
+
+    def validate(self) -> None:
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"conv2d: channels {self.in_channels}->{self.out_channels} are not divisible "
+                f"by groups={self.groups}")
+        if self.out_height < 1 or self.out_width < 1:
+            raise ValueError(
+                f"conv2d: input {self.height}x{self.width} is smaller than kernel {self.kernel} "
+                f"with padding {self.padding} and dilation {self.dilation}")
+
+
+def oc_vectorizable(spec: Conv2dSpec, oc_block: int) -> bool:
+    """True when every block of ``oc_block`` output channels reads from a single group."""
+    return spec.groups == 1 or (spec.out_channels // spec.groups) % oc_block == 0
+
+
+def pack_weight(weight: np.ndarray, oc_block: int) -> np.ndarray:
+    """OIHW ``[OC, ICg, KH, KW]`` -> ``[OCB, ICg, KH, KW, oc_block]``, zero-padded past OC."""
+    oc, icg, kh, kw = weight.shape
+    ocb = -(-oc // oc_block)
+    padded = np.zeros((ocb * oc_block, icg, kh, kw), dtype="float32")
+    padded[:oc] = weight
+    return np.ascontiguousarray(padded.reshape(ocb, oc_block, icg, kh, kw).transpose(0, 2, 3, 4, 1))
+
+
+def _activation(x, act: str):
+    if act == "relu":
+        return te.max(x, tirx.const(0.0, "float32"))
+    if act == "relu6":
+        return te.min(te.max(x, tirx.const(0.0, "float32")), tirx.const(6.0, "float32"))
+    if act == "none":
+        return x
+    raise ValueError(f"conv2d: unknown activation {act!r}, expected one of {ACTIVATIONS}")
+
+
+def epilogue(acc_shape_out, read_acc, bias, residual, act: str, name: str = "out"):
+    """``out[idx] = act(read_acc(idx) + bias[channel] + residual[idx])``; channel is ``idx[1]``."""
+
+    def body(*idx):
+        v = read_acc(*idx)
+        if bias is not None:
+            v = v + bias[idx[1]]
+        if residual is not None:
+            v = v + residual[idx]
+        return _activation(v, act)
+
+    return te.compute(acc_shape_out, body, name=name)
+
+
+def padded_input(data, spec: Conv2dSpec, width_needed: int):
+    """Zero-padded input, ``[N, IC, Hp, width_needed]``; reads past the right pad are zeros too."""
+    n, c, h, w = spec.batch, spec.in_channels, spec.height, spec.width
+    top, left, bottom, _ = spec.padding
+    hp = h + top + bottom
+    if top == left == bottom == 0 and width_needed == w:
+        return data
+
+    def body(b, ch, y, x):
+        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w)
+        return tirx.if_then_else(inside, data[b, ch, y - top, x - left], tirx.const(0.0, "float32"))
+
+    return te.compute((n, c, hp, width_needed), body, name="pad")
+
+
+def conv2d_oc_blocked(spec: Conv2dSpec, *, oc_block: int, ow_tile: int, act: str = "none",
+                      has_bias: bool = False, has_residual: bool = False):
+    """TE tensors of the output-channel-vectorised conv (``oc_vectorizable(spec, oc_block)``).
+
+    Returns ``(inputs, output)`` where inputs are the placeholders in call order:
+    ``data, weight[, bias][, residual]``.
+    """
+    spec.validate()
+    if not oc_vectorizable(spec, oc_block):
+        raise ValueError(f"conv2d: groups={spec.groups} with {spec.out_channels} output channels "
+                         f"cannot use output-channel blocks of {oc_block}")
+    n, ic, oc = spec.batch, spec.in_channels, spec.out_channels
+    icg = ic // spec.groups
+    ocg = oc // spec.groups
+    kh, kw = spec.kernel
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    oh, ow = spec.out_height, spec.out_width
+    owp = -(-ow // ow_tile) * ow_tile
+    ocb = -(-oc // oc_block)
+    width_needed = max(spec.width + spec.padding[1] + spec.padding[3], (owp - 1) * sw + (kw - 1) * dw + 1)
+
+    data = te.placeholder((n, ic, spec.height, spec.width), "float32", name="data")
+    weight = te.placeholder((ocb, icg, kh, kw, oc_block), "float32", name="weight")
+    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
+    residual = te.placeholder(spec.out_shape, "float32", name="residual") if has_residual else None
+    xp = padded_input(data, spec, width_needed)
+
+    rc = te.reduce_axis((0, icg), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def conv(b, cb, y, x, v):
+        group_base = 0 if spec.groups == 1 else (cb * oc_block // ocg) * icg
+        return te.sum(xp[b, group_base + rc, y * sh + ry * dh, x * sw + rx * dw]
+                      * weight[cb, rc, ry, rx, v], axis=[rc, ry, rx])
+
+    acc = te.compute((n, ocb, oh, owp, oc_block), conv, name="conv")
+    out = epilogue(spec.out_shape, lambda b, c, y, x: acc[b, c // oc_block, y, x, c % oc_block],
+                   bias, residual, act)
+    inputs = [data, weight] + ([bias] if bias is not None else []) + (
+        [residual] if residual is not None else [])
+    return inputs, out
+
+
+def conv2d_spatial(spec: Conv2dSpec, *, ow_tile: int, act: str = "none", has_bias: bool = False,
+                   has_residual: bool = False):
+    """TE tensors of the width-vectorised conv, for any groups (depthwise included).
+
+    Weight is plain OIHW ``[OC, ICg, KH, KW]``. The output is computed over ``OWp`` columns and
+    cropped by the epilogue. Inputs in call order: ``data, weight[, bias][, residual]``.
+    """
+    spec.validate()
+    n, ic, oc = spec.batch, spec.in_channels, spec.out_channels
+    icg, ocg = ic // spec.groups, oc // spec.groups
+    kh, kw = spec.kernel
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    oh, ow = spec.out_height, spec.out_width
+    owp = -(-ow // ow_tile) * ow_tile
+    width_needed = max(spec.width + spec.padding[1] + spec.padding[3], (owp - 1) * sw + (kw - 1) * dw + 1)
+
+    data = te.placeholder((n, ic, spec.height, spec.width), "float32", name="data")
+    weight = te.placeholder((oc, icg, kh, kw), "float32", name="weight")
+    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
+    residual = te.placeholder(spec.out_shape, "float32", name="residual") if has_residual else None
+    xp = padded_input(data, spec, width_needed)
+
+    rc = te.reduce_axis((0, icg), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    acc = te.compute(
+        (n, oc, oh, owp),
+        lambda b, c, y, x: te.sum(
+            xp[b, (c // ocg) * icg + rc, y * sh + ry * dh, x * sw + rx * dw] * weight[c, rc, ry, rx],
+            axis=[rc, ry, rx]),
+        name="conv")
+    out = epilogue(spec.out_shape, lambda b, c, y, x: acc[b, c, y, x], bias, residual, act)
+    inputs = [data, weight] + ([bias] if bias is not None else []) + (
+        [residual] if residual is not None else [])
+    return inputs, out

@@ -1,0 +1,269 @@
+"""Relax rewrite: every conv2d / linear with a constant weight becomes a call of our own kernel.
+
+:func:`find_layers` reads the ``main`` function and returns one :class:`Layer` per conv2d or
+matmul whose weight is a constant, together with the epilogue it can absorb: the chain
+``op -> add(bias const) -> add(residual tensor) -> relu | clip(0, 6)``, where each step is optional
+and every intermediate value has exactly one user. :func:`apply_plan` replaces each chain by one
+``call_tir`` to the kernel the plan chose for that layer (see ``plan.py``), built by
+``kernels.build_kernel`` and scheduled for the target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
+MATMUL = tvm.ir.Op.get("relax.matmul")
+ADD = tvm.ir.Op.get("relax.add")
+SUBTRACT = tvm.ir.Op.get("relax.subtract")
+MULTIPLY = tvm.ir.Op.get("relax.multiply")
+DIVIDE = tvm.ir.Op.get("relax.divide")
+RELU = tvm.ir.Op.get("relax.nn.relu")
+CLIP = tvm.ir.Op.get("relax.clip")
+
+
+@dataclass
+class Layer:
+    """One conv2d/linear of the graph and the epilogue chain fused into it."""
+
+    index: int
+    op: str  # "conv2d" | "linear"
+    head: relax.Var  # binding of the conv2d / matmul itself
+    tail: relax.Var  # last binding of the fused chain (the layer's output)
+    absorbed: list[relax.Var]  # bindings replaced by the fused call (head .. tail)
+    data: relax.Expr
+    weight: np.ndarray  # conv: OIHW; linear: [O, I] (torch layout)
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    attrs: dict = field(default_factory=dict)  # conv: stride, padding, dilation, groups
+    bias: np.ndarray | None = None
+    residual: relax.Expr | None = None
+    act: str = "none"
+    name: str = ""
+
+    @property
+    def density(self) -> float:
+        return float(np.count_nonzero(self.weight)) / max(self.weight.size, 1)
+
+    @property
+    def flops(self) -> int:
+        """Dense multiply-add work of the layer (2 FLOPs each)."""
+        out_elems = int(np.prod(self.out_shape))
+        per_output = int(np.prod(self.weight.shape[1:]))
+        return 2 * out_elems * per_output
+
+
+def _const_array(expr) -> np.ndarray | None:
+    if isinstance(expr, tvm.ir.expr.Constant):
+        return expr.value.numpy()
+    return None
+
+
+def _shape(expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in ty.shape)
+    except TypeError:  # symbolic dimension
+        return None
+
+
+def _dtype(expr) -> str | None:
+    ty = expr.ty
+    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
+
+
+def _as_channel_vector(arr: np.ndarray, channels: int, op: str) -> np.ndarray | None:
+    """``arr`` as a per-output-channel vector if it broadcasts along the channel axis only."""
+    if arr.size != channels:
+        return None
+    axis_shapes = {"conv2d": [(channels,), (channels, 1, 1), (1, channels, 1, 1)],
+                   "linear": [(channels,), (1, channels)]}[op]
+    return arr.reshape(channels).astype("float32") if arr.shape in axis_shapes else None
+
+
+def _bindings(func: relax.Function) -> list[relax.VarBinding]:
+    out = []
+    for block in func.body.blocks:
+        out.extend(b for b in block.bindings if isinstance(b, relax.VarBinding))
+    return out
+
+
+def _use_counts(func: relax.Function) -> dict:
+    counts: dict = {}
+    exprs = [b.value for b in _bindings(func)] + [func.body.body]
+    for expr in exprs:
+        for var in relax.analysis.free_vars(expr):
+            counts[var] = counts.get(var, 0) + 1
+    return counts
+
+
+def _head_layer(binding: relax.VarBinding, index: int) -> Layer | None:
+    call = binding.value
+    if not isinstance(call, relax.Call) or _dtype(binding.var) != "float32":
+        return None
+    if call.op == CONV2D:
+        weight = _const_array(call.args[1])
+        a = call.attrs
+        if weight is None or weight.ndim != 4 or (str(a.data_layout), str(a.kernel_layout),
+                                                  str(a.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+            return None
+        in_shape, out_shape = _shape(call.args[0]), _shape(binding.var)
+        if in_shape is None or out_shape is None:
+            return None
+        attrs = {"stride": tuple(int(s) for s in a.strides),
+                 "padding": tuple(int(p) for p in a.padding),
+                 "dilation": tuple(int(d) for d in a.dilation), "groups": int(a.groups)}
+        return Layer(index, "conv2d", binding.var, binding.var, [binding.var], call.args[0],
+                     weight.astype("float32"), in_shape, out_shape, attrs)
+    if call.op == MATMUL:
+        weight = _const_array(call.args[1])
+        in_shape, out_shape = _shape(call.args[0]), _shape(binding.var)
+        if weight is None or weight.ndim != 2 or in_shape is None or len(in_shape) != 2:
+            return None
+        return Layer(index, "linear", binding.var, binding.var, [binding.var], call.args[0],
+                     np.ascontiguousarray(weight.T).astype("float32"), in_shape, out_shape)
+    return None
+
+
+def _fold_affine(layer: Layer, op, const: np.ndarray, const_first: bool) -> bool:
+    """Fold ``y op c`` (c per output channel) into the layer's weight and bias."""
+    vec = _as_channel_vector(const, layer.out_shape[1], layer.op)
+    if vec is None or (const_first and op in (SUBTRACT, DIVIDE)):
+        return False
+    bias = layer.bias if layer.bias is not None else np.zeros(layer.out_shape[1], "float32")
+    if op in (ADD, SUBTRACT):
+        layer.bias = bias + vec if op == ADD else bias - vec
+        return True
+    scale = vec if op == MULTIPLY else 1.0 / vec
+    if not np.all(np.isfinite(scale)):
+        return False
+    layer.weight = layer.weight * scale.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
+    layer.bias = None if layer.bias is None else layer.bias * scale
+    return True
+
+
+def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
+    """Absorb ``binding`` into ``layer``'s epilogue if it is the next legal step of the chain.
+
+    Order of the epilogue: per-channel affine ops (bias, batch norm) -> residual add -> activation.
+    """
+    call = binding.value
+    if not isinstance(call, relax.Call) or _shape(binding.var) != layer.out_shape:
+        return False
+    affine_open = layer.act == "none" and layer.residual is None
+    if call.op in (ADD, SUBTRACT, MULTIPLY, DIVIDE) and layer.act == "none":
+        const_first = not call.args[0].same_as(layer.tail)
+        other = call.args[0] if const_first else call.args[1]
+        arr = _const_array(other)
+        if arr is not None:
+            if not (affine_open and _fold_affine(layer, call.op, arr, const_first)):
+                return False
+        elif call.op == ADD and layer.residual is None and _shape(other) == layer.out_shape \
+                and _dtype(other) == "float32":
+            layer.residual = other
+        else:
+            return False
+    elif call.op == RELU and layer.act == "none":
+        layer.act = "relu"
+    elif call.op == CLIP and layer.act == "none":
+        lo, hi = (float(v.value) for v in call.args[1:3])
+        if (lo, hi) != (0.0, 6.0):
+            return False
+        layer.act = "relu6"
+    else:
+        return False
+    layer.tail = binding.var
+    layer.absorbed.append(binding.var)
+    return True
+
+
+def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer]:
+    """The conv2d/linear layers of ``mod["main"]`` with their fusable epilogues, in graph order."""
+    func = mod["main"]
+    uses = _use_counts(func)
+    bindings = _bindings(func)
+    users: dict = {}
+    for b in bindings:
+        for var in relax.analysis.free_vars(b.value):
+            users.setdefault(var, []).append(b)
+    layers: list[Layer] = []
+    for binding in bindings:
+        layer = _head_layer(binding, len(layers))
+        if layer is None:
+            continue
+        while (isinstance(layer.tail, relax.DataflowVar) and uses.get(layer.tail, 0) == 1
+               and len(users.get(layer.tail, [])) == 1 and _extend(layer, users[layer.tail][0])):
+            pass
+        layers.append(layer)
+    for layer in layers:
+        if names is not None and layer.index < len(names) and len(names) == len(layers):
+            layer.name = names[layer.index]
+        else:
+            layer.name = f"{layer.op}_{layer.index}"
+    return layers
+
+
+@relax.expr_functor.mutator
+class _ReplaceLayers(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, replacements: dict):
+        super().__init__(mod)
+        self.replacements = replacements  # tail var -> (GlobalVar, [args], out TensorType)
+        self.absorbed = set()
+        for value in replacements.values():
+            self.absorbed.update(value[3])
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        var = binding.var
+        if var in self.replacements:
+            gv, args, out_ty, _ = self.replacements[var]
+            call = relax.call_tir(gv, [self.visit_expr(a) for a in args], out_ty)
+            emit = self.builder_.emit if isinstance(var, relax.DataflowVar) else self.builder_.emit_output
+            self.set_var_remap(var, emit(call, name_hint=var.name))
+        elif var in self.absorbed:
+            return  # folded into the fused kernel call emitted at the chain's tail
+        else:
+            super().visit_var_binding_(binding)
+
+
+def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list, target) -> tvm.IRModule:
+    """Replace each layer whose plan entry has a kernel by a ``call_tir`` to it.
+
+    ``kernels[i]`` is a ``kernels.Kernel`` (PrimFunc plus its constant arguments) for
+    ``layers[i]``, or ``None`` to leave that layer to TVM's legalisation.
+    """
+    from fscnn_tvm.schedules import schedule_func  # noqa: PLC0415 - schedules import targets
+
+    replacements: dict = {}
+    funcs: dict = {}  # kernel key -> GlobalVar, so identical layer shapes share one PrimFunc
+    mutator_mod = mod
+    pending = []
+    for layer, kernel in zip(layers, kernels):
+        if kernel is None:
+            continue
+        pending.append((layer, kernel))
+    mutator = _ReplaceLayers(mutator_mod, {})
+    for layer, kernel in pending:
+        gv = funcs.get(kernel.key)
+        if gv is None:
+            # Drop the "main" symbol create_prim_func gives; the module names it after the GlobalVar.
+            func = schedule_func(kernel.func, target).without_attr("global_symbol")
+            gv = mutator.builder_.add_func(func, kernel.symbol)
+            funcs[kernel.key] = gv
+        args = [layer.data] + [relax.const(a) for a in kernel.constants]
+        if layer.residual is not None:
+            args.append(layer.residual)
+        out_ty = relax.TensorType(list(layer.out_shape), "float32")
+        replacements[layer.tail] = (gv, args, out_ty, layer.absorbed)
+    mutator.replacements = replacements
+    for value in replacements.values():
+        mutator.absorbed.update(value[3])
+    main_gv = mutator.builder_.get().get_global_var("main")
+    new_main = mutator.visit_expr(mod["main"])
+    mutator.builder_.update_func(main_gv, new_main)
+    out = mutator.builder_.get()
+    return relax.transform.DeadCodeElimination(["main"])(out)

@@ -1,0 +1,83 @@
+"""The per-layer plan: which kernel each conv2d/linear gets, and why.
+
+:func:`decide` is the one place where the kernel kind of a layer is chosen; :func:`make_plan`
+applies it to every layer and :func:`format_plan` prints the table users see (``.plan``, the CLI).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .passes import Layer
+
+SPARSE_MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One row of the plan."""
+
+    index: int
+    name: str
+    op: str  # conv2d | linear
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    kernel_size: tuple[int, ...]  # (kh, kw) for conv2d, () for linear
+    stride: tuple[int, ...]
+    groups: int
+    epilogue: str  # e.g. "bias+residual+relu"
+    sparsity: float
+    kernel: str  # dense | csr | bsr{R}
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(layer: Layer, sparse: str) -> tuple[str, str]:
+    """(kernel kind, reason) for ``layer`` under the user's ``sparse`` mode."""
+    if sparse not in SPARSE_MODES:
+        raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}")
+    if sparse == "never":
+        return "dense", "sparse='never'"
+    if sparse == "always":
+        return "dense", "sparse kernels are not built yet: dense is the only kernel"
+    return "dense", "dense kernel (no sparse kernel is available yet)"
+
+
+def _epilogue(layer: Layer) -> str:
+    parts = (["bias"] if layer.bias is not None else []) + (
+        ["residual"] if layer.residual is not None else []) + ([layer.act] if layer.act != "none" else [])
+    return "+".join(parts) or "-"
+
+
+def make_plan(layers: list[Layer], sparse: str = "auto") -> list[LayerPlan]:
+    rows = []
+    for layer in layers:
+        kernel, reason = decide(layer, sparse)
+        conv = layer.op == "conv2d"
+        rows.append(LayerPlan(
+            index=layer.index, name=layer.name, op=layer.op, in_shape=layer.in_shape,
+            out_shape=layer.out_shape,
+            kernel_size=tuple(layer.weight.shape[2:]) if conv else (),
+            stride=tuple(layer.attrs["stride"]) if conv else (),
+            groups=layer.attrs["groups"] if conv else 1,
+            epilogue=_epilogue(layer), sparsity=round(1.0 - layer.density, 4),
+            kernel=kernel, reason=reason))
+    return rows
+
+
+def format_plan(rows: list[LayerPlan]) -> str:
+    """A fixed-width table of the plan, one line per layer."""
+    header = f"{'#':>3} {'layer':<28} {'op':<6} {'shape':<24} {'sparsity':>8} {'kernel':<7} reason"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        if r.op == "conv2d":
+            kh, kw = r.kernel_size
+            shape = f"{r.in_shape[1]}->{r.out_shape[1]} {kh}x{kw}/{r.stride[0]} @{r.in_shape[2]}x{r.in_shape[3]}"
+            if r.groups > 1:
+                shape += f" g{r.groups}"
+        else:
+            shape = f"{r.in_shape[1]}->{r.out_shape[1]}"
+        lines.append(f"{r.index:>3} {r.name[:28]:<28} {r.op:<6} {shape:<24} {r.sparsity:>8.3f} "
+                     f"{r.kernel:<7} {r.reason}")
+    return "\n".join(lines)

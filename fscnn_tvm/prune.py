@@ -1,0 +1,71 @@
+"""Magnitude pruning of convolution and linear weights, layer by layer (in place).
+
+Unstructured: in every pruned layer, the ``round(sparsity * size)`` weights of smallest magnitude
+become zero. Block ``(R, 1)``: output channels are grouped by ``R`` (the last group may be shorter)
+and each group shares one zero pattern over the input positions (in-channel, kh, kw), chosen by the
+L2 norm of the group's weights there; this is what the BSR kernels exploit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv2d and Linear modules in definition order, with their qualified names."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def magnitude_mask(weight: np.ndarray, sparsity: float, block: tuple[int, int] | None = None) -> np.ndarray:
+    """Boolean keep-mask of ``weight`` (``[OC, ...]``) at ``sparsity`` (exact count, ties by index)."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    oc = weight.shape[0]
+    flat = np.abs(weight.reshape(oc, -1).astype(np.float64))
+    if block is None or block == (1, 1):
+        scores = flat
+    else:
+        rows, cols = block
+        if cols != 1 or rows < 1:
+            raise ValueError(f"block pruning supports (R, 1) blocks over output channels, got {block}")
+        groups = -(-oc // rows)
+        padded = np.zeros((groups * rows, flat.shape[1]))
+        padded[:oc] = flat
+        group_norm = np.sqrt((padded.reshape(groups, rows, -1) ** 2).sum(axis=1))
+        scores = np.repeat(group_norm, rows, axis=0)[:oc]
+        # Prune whole groups: rank the group scores, then expand the decision to the rows.
+        n_drop = int(round(sparsity * group_norm.size))
+        keep_groups = np.ones(group_norm.size, dtype=bool)
+        keep_groups[np.argsort(group_norm, axis=None, kind="stable")[:n_drop]] = False
+        keep = np.repeat(keep_groups.reshape(groups, -1), rows, axis=0)[:oc]
+        return keep.reshape(weight.shape)
+    n_drop = int(round(sparsity * scores.size))
+    keep = np.ones(scores.size, dtype=bool)
+    keep[np.argsort(scores, axis=None, kind="stable")[:n_drop]] = False
+    return keep.reshape(weight.shape)
+
+
+def magnitude(model: nn.Module, sparsity: float, skip_first_conv: bool = True,
+              block: tuple[int, int] | None = None) -> nn.Module:
+    """Prune every conv/linear of ``model`` to ``sparsity`` by weight magnitude; returns ``model``.
+
+    ``skip_first_conv`` keeps the stem conv dense (it sees raw pixels and is cheap to keep).
+    ``block=(R, 1)`` makes groups of ``R`` output channels share their zero pattern.
+    """
+    first_conv_seen = False
+    with torch.no_grad():
+        for _, layer in prunable_layers(model):
+            if isinstance(layer, nn.Conv2d) and not first_conv_seen:
+                first_conv_seen = True
+                if skip_first_conv:
+                    continue
+            w = layer.weight.detach().cpu().numpy()
+            keep = magnitude_mask(w, sparsity, block)
+            layer.weight.mul_(torch.from_numpy(keep.astype(np.float32)))
+    return model
+
+
+def weight_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of zeros in each conv/linear weight, by qualified module name."""
+    return {name: float((m.weight == 0).float().mean()) for name, m in prunable_layers(model)}

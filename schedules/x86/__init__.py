@@ -1,0 +1,10 @@
+"""x86 schedules, tried in order: the first rule that returns a PrimFunc wins.
+
+Each rule is ``rule(func, lanes) -> PrimFunc | None`` (``None``: "not mine"); ``lanes`` is the
+fp32 vector width of the target. The generic fallback comes last and always applies.
+"""
+from __future__ import annotations
+
+from . import conv2d, dense, generic
+
+RULES = [conv2d.schedule, dense.schedule, generic.schedule]

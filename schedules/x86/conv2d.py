@@ -1,0 +1,74 @@
+"""x86 schedules of the dense conv2d kernels in ``fscnn_tvm/ops/conv2d.py``.
+
+``oc_blocked``: register tile of ``ow_tile`` output columns x ``oc_block`` output channels (one or
+two vectors); per reduction step one broadcast of an input value and ``ow_tile`` FMAs per vector.
+``spatial`` (depthwise and other grouped convs): a tile of ``ow_tile`` output columns of one
+channel, vectorised along the width.
+Both: the output row loops are fused and parallel, the zero-padding stage is parallel and
+vectorised, the epilogue (bias, residual, activation) runs on the tile while it is in registers.
+"""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+
+def _schedule_pad(sch: s_tir.Schedule) -> None:
+    try:
+        pad = sch.get_sblock("pad")
+    except Exception:  # noqa: BLE001 - no padding stage in this kernel
+        return
+    loops = sch.get_loops(pad)
+    sch.parallel(sch.fuse(loops[0], loops[1]))
+    sch.vectorize(loops[-1])
+
+
+def _finish_tile(sch: s_tir.Schedule, conv, xo, reduce_outer) -> None:
+    """Accumulators in registers, epilogue at the tile, init split off and vectorised."""
+    sch.reverse_compute_at(sch.get_sblock("out"), xo)
+    sch.set_scope(conv, 0, "local")
+    init = sch.decompose_reduction(conv, reduce_outer)  # after vectorize/unroll (TVM_NOTES 7)
+    init_loops = sch.get_loops(init)
+    sch.vectorize(init_loops[-1])
+    sch.unroll(init_loops[-2])
+    out_loops = sch.get_loops(sch.get_sblock("out"))
+    sch.unroll(out_loops[-2])
+    sch.vectorize(out_loops[-1])
+    _schedule_pad(sch)
+
+
+def schedule_oc_blocked(sch: s_tir.Schedule, ow_tile: int) -> s_tir.Schedule:
+    conv = sch.get_sblock("conv")
+    n, cb, y, x, v, rc, ry, rx = sch.get_loops(conv)
+    xo, xi = sch.split(x, [None, ow_tile])
+    sch.reorder(n, cb, y, xo, rc, ry, rx, xi, v)
+    sch.vectorize(v)
+    sch.unroll(xi)
+    sch.parallel(sch.fuse(n, cb, y))
+    _finish_tile(sch, conv, xo, rc)
+    return sch
+
+
+def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Schedule:
+    conv = sch.get_sblock("conv")
+    n, c, y, x, rc, ry, rx = sch.get_loops(conv)
+    xo, xm, xi = sch.split(x, [None, ow_tile // lanes, lanes])
+    sch.reorder(n, c, y, xo, rc, ry, rx, xm, xi)
+    sch.vectorize(xi)
+    sch.unroll(xm)
+    sch.parallel(sch.fuse(n, c, y))
+    _finish_tile(sch, conv, xo, rc)
+    return sch
+
+
+def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
+    """Schedule an fscnn conv2d PrimFunc; ``None`` if ``func`` is not one."""
+    kernel = func.attrs.get("fscnn.kernel") if func.attrs else None
+    if kernel not in ("conv2d_oc_blocked", "conv2d_spatial"):
+        return None
+    sch = s_tir.Schedule(func)
+    ow_tile = int(func.attrs["fscnn.ow_tile"])
+    if kernel == "conv2d_oc_blocked":
+        schedule_oc_blocked(sch, ow_tile)
+    else:
+        schedule_spatial(sch, ow_tile, lanes)
+    return sch.mod["main"]

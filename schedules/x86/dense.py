@@ -1,0 +1,31 @@
+"""x86 schedule of the dense linear kernel in ``fscnn_tvm/ops/dense.py``.
+
+A tile of up to 4 batch rows x ``out_block`` outputs stays in vector registers while the packed
+weight block ``[I, out_block]`` streams through once; output blocks run in parallel.
+"""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+BATCH_TILE = 4
+
+
+def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:  # noqa: ARG001
+    """Schedule an fscnn dense PrimFunc; ``None`` if ``func`` is not one."""
+    if not func.attrs or func.attrs.get("fscnn.kernel") != "dense":
+        return None
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("dense")
+    n, b, v, k = sch.get_loops(acc)
+    batch = int(sch.get(n).extent)
+    no, ni = sch.split(n, [None, min(batch, BATCH_TILE)])
+    sch.reorder(b, no, k, ni, v)
+    sch.vectorize(v)
+    sch.unroll(ni)
+    sch.parallel(b)
+    sch.reverse_compute_at(sch.get_sblock("out"), no)
+    sch.set_scope(acc, 0, "local")
+    init = sch.decompose_reduction(acc, k)
+    init_loops = sch.get_loops(init)
+    sch.vectorize(init_loops[-1])
+    return sch.mod["main"]
