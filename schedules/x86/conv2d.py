@@ -27,13 +27,26 @@ def _finish_tile(sch: s_tir.Schedule, conv, xo, reduce_outer) -> None:
     sch.reverse_compute_at(sch.get_sblock("out"), xo)
     sch.set_scope(conv, 0, "local")
     init = sch.decompose_reduction(conv, reduce_outer)  # after vectorize/unroll (TVM_NOTES 7)
-    init_loops = sch.get_loops(init)
-    sch.vectorize(init_loops[-1])
-    sch.unroll(init_loops[-2])
-    out_loops = sch.get_loops(sch.get_sblock("out"))
-    sch.unroll(out_loops[-2])
-    sch.vectorize(out_loops[-1])
+    for block in (init, sch.get_sblock("out")):
+        _unroll_vectorize(sch, _loops_below(sch, block, xo))
     _schedule_pad(sch)
+
+
+def _loops_below(sch: s_tir.Schedule, block, anchor) -> list:
+    loops = sch.get_loops(block)
+    anchor_sref = sch.get_sref(anchor)
+    index = next(i for i, lp in enumerate(loops) if sch.get_sref(lp).same_as(anchor_sref))
+    return loops[index + 1:]
+
+
+def _unroll_vectorize(sch: s_tir.Schedule, loops: list) -> None:
+    """Vectorise the innermost loop and unroll the others (loops of extent 1 are left alone)."""
+    loops = [lp for lp in loops if int(sch.get(lp).extent) > 1]
+    if not loops:
+        return
+    sch.vectorize(loops[-1])
+    for lp in loops[:-1]:
+        sch.unroll(lp)
 
 
 def schedule_oc_blocked(sch: s_tir.Schedule, ow_tile: int) -> s_tir.Schedule:

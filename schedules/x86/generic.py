@@ -25,12 +25,19 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
         n_spatial = next((i for i, k in enumerate(kinds) if k != "S"), len(kinds))
         if n_spatial == 0:
             continue
-        fused = sch.fuse(*loops[:n_spatial]) if n_spatial > 1 else loops[0]
-        extent = sch.get(fused).extent
-        if n_spatial == len(kinds) and isinstance(extent, tirx.IntImm) and int(extent) >= 4 * lanes:
-            outer, inner = sch.split(fused, [None, lanes])
-            sch.parallel(outer)
-            sch.vectorize(inner)
-        else:
-            sch.parallel(fused)
+        try:
+            _parallel_vectorize(sch, loops, n_spatial, n_spatial == len(kinds), lanes)
+        except s_tir.ScheduleError:
+            continue  # primitives are atomic: the block keeps what was applied before
     return sch.mod["main"]
+
+
+def _parallel_vectorize(sch: s_tir.Schedule, loops, n_spatial: int, all_spatial: bool, lanes: int):
+    fused = sch.fuse(*loops[:n_spatial]) if n_spatial > 1 else loops[0]
+    extent = sch.get(fused).extent
+    if all_spatial and isinstance(extent, tirx.IntImm) and int(extent) >= 4 * lanes:
+        outer, inner = sch.split(fused, [None, lanes])
+        sch.parallel(outer)
+        sch.vectorize(inner)
+    else:
+        sch.parallel(fused)

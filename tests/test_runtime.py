@@ -1,0 +1,105 @@
+"""Compiled libraries: export, load in a fresh process without torch, input checks, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fscnn_tvm
+from fscnn_tvm import models
+from fscnn_tvm.cli import main
+from fscnn_tvm.errors import InputError, ModelLoadError
+from fscnn_tvm.testing import random_input, relative_error, torch_reference
+
+SHAPE = (1, 3, 32, 32)
+CLI = [sys.executable, "-m", "fscnn_tvm.cli"]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """resnet18@0.9 compiled through the CLI (a subprocess), with the PyTorch reference."""
+    folder = tmp_path_factory.mktemp("lib")
+    path = folder / "resnet18.so"
+    done = subprocess.run(CLI + ["compile", "resnet18@0.9", "--input-shape", "1,3,32,32", "-o", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""  # quiet by default
+    x = random_input(SHAPE, seed=3)
+    np.save(folder / "x.npy", x)
+    return path, x, torch_reference(models.from_spec("resnet18@0.9"), x)
+
+
+def test_cli_run_in_fresh_process(library, tmp_path):
+    path, x, expected = library
+    out = tmp_path / "y.npy"
+    done = subprocess.run(CLI + ["run", str(path), "--input", str(path.parent / "x.npy"), "--output", str(out),
+                                 "--repeat", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "median" in done.stdout and "min" in done.stdout
+    assert relative_error(np.load(out), expected) <= 1e-4
+
+
+def test_runtime_needs_no_torch(library):
+    path, x, expected = library
+    # torch made unimportable, as on a machine without it (TVM itself imports torch if present)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import json, numpy as np, fscnn_tvm\n"
+        f"r = fscnn_tvm.load({str(path)!r})\n"
+        f"y = r(np.load({str(path.parent / 'x.npy')!r}))\n"
+        "print(json.dumps({'torch': sys.modules['torch'] is not None, 'y': y.tolist(), 'layers': len(r.plan)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["torch"] is False
+    assert result["layers"] == 21
+    assert relative_error(np.array(result["y"], dtype="float32"), expected) <= 1e-4
+
+
+def test_input_checks(library):
+    runner = fscnn_tvm.load(str(library[0]))
+    with pytest.raises(InputError, match=r"input has shape \(1, 3, 31, 32\), expected \(1, 3, 32, 32\)"):
+        runner(np.zeros((1, 3, 31, 32), "float32"))
+    with pytest.raises(InputError, match="input has dtype float64, expected float32"):
+        runner(np.zeros(SHAPE))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="missing.so: no such file"):
+        fscnn_tvm.load(str(tmp_path / "missing.so"))
+    junk = tmp_path / "junk.so"
+    junk.write_bytes(b"not a library")
+    with pytest.raises(ModelLoadError, match="junk.so: cannot load as a compiled model"):
+        fscnn_tvm.load(str(junk))
+
+
+def test_export_roundtrip_in_process(tmp_path):
+    compiled = fscnn_tvm.compile("alexnet", input_shape=(1, 3, 64, 64))
+    path = compiled.export_library(str(tmp_path / "alexnet.so"))
+    x = random_input((1, 3, 64, 64))
+    np.testing.assert_array_equal(fscnn_tvm.load(path)(x), compiled(x))
+    assert [r["name"] for r in fscnn_tvm.load(path).plan][:2] == ["features.0", "features.3"]
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["compile", "nope.onnx", "-o", str(tmp_path / "x.so")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "fscnn-tvm: error: nope.onnx: no such file, and not a zoo model spec (NAME[@SPARSITY], e.g. resnet50@0.9)"
+    assert main(["run", str(tmp_path / "missing.so")]) == 1
+    assert "missing.so: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["compile", "resnet18", "-o", "x.so", "--input-shape", "1,a"])
+    assert usage.value.code == 2
+    assert main(["compile", "resnet18", "-o", str(tmp_path / "x.so"), "--target", "tpu"]) == 1
+    assert "unknown target 'tpu'" in capsys.readouterr().err
+
+
+def test_cli_help():
+    done = subprocess.run(CLI + ["--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "compile" in done.stdout and "demo" in done.stdout
+    assert os.environ.get("CI") is None or done.stderr == ""
