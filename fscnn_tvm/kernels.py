@@ -13,8 +13,11 @@ import tvm
 from tvm import te
 
 from . import targets
+from . import sparse
 from .ops import conv2d as conv_ops
 from .ops import dense as dense_ops
+from .ops import sparse_conv2d as sparse_conv_ops
+from .ops import sparse_dense as sparse_dense_ops
 from .passes import Layer
 
 OPAQUE = 8  # TVM OpPatternKind kOpaque: FuseOps must not merge other ops into our kernels
@@ -89,6 +92,53 @@ def _dense_linear(layer: Layer, lanes: int) -> Kernel:
     return Kernel(func, constants, key, "fscnn_dense")
 
 
+def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> int:
+    """Register tile (outputs) of the sparse conv: ~14 vectors for CSR, ~24/R per row for BSR.
+
+    CSR picks 8..14 vectors to waste the fewest outputs past the flat row count.
+    """
+    layout_rows = sparse_conv_ops.SparseConvLayout(spec, lanes, block_rows)
+    flat = spec.out_height * layout_rows.ws
+    if block_rows > 1:
+        return max(1, 24 // block_rows) * lanes
+    best = min(range(8, 15), key=lambda tv: (-(-flat // (tv * lanes)) * tv * lanes, -tv))
+    return best * lanes
+
+
+def _sparse_conv(layer: Layer, block_rows: int, lanes: int) -> Kernel:
+    spec = conv_spec(layer)
+    layout = sparse_conv_ops.SparseConvLayout(spec, sparse_conv_tile(spec, block_rows, lanes), block_rows)
+    has_residual = layer.residual is not None
+    func = sparse_conv_ops.sparse_conv2d(layout, layer.act, has_residual).with_attrs(
+        {"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": lanes, "fscnn.block_rows": block_rows,
+         "op_pattern": OPAQUE})
+    fmt = sparse.csr_from_dense(layer.weight) if block_rows == 1 else sparse.bsr_from_dense(
+        layer.weight, block_rows)
+    bias = layer.bias if layer.bias is not None else np.zeros(spec.out_channels, "float32")
+    constants = [fmt.indptr, layout.offsets(fmt.cols), fmt.values.reshape(-1), bias]
+    key = ("sparse_conv2d", layout, layer.act, has_residual)
+    return Kernel(func, constants, key, "fscnn_csr_conv2d" if block_rows == 1 else f"fscnn_bsr{block_rows}_conv2d")
+
+
+def _sparse_linear(layer: Layer) -> Kernel:
+    batch, in_features = layer.in_shape
+    out_features = layer.out_shape[1]
+    has_residual = layer.residual is not None
+    inputs, out = sparse_dense_ops.sparse_dense(batch, in_features, out_features, act=layer.act,
+                                                has_residual=has_residual)
+    func = te.create_prim_func(inputs + [out]).with_attrs(
+        {"fscnn.kernel": "sparse_dense", "op_pattern": OPAQUE})
+    fmt = sparse.csr_from_dense(layer.weight)
+    bias = layer.bias if layer.bias is not None else np.zeros(out_features, "float32")
+    key = ("sparse_dense", batch, in_features, out_features, layer.act, has_residual)
+    return Kernel(func, [fmt.indptr, fmt.cols, fmt.values, bias], key, "fscnn_csr_dense")
+
+
+def block_rows_of(kind: str) -> int:
+    """``"csr"`` -> 1, ``"bsr8"`` -> 8."""
+    return 1 if kind == "csr" else int(kind[3:])
+
+
 def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel:
     """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target``."""
     if target.kind.name != "llvm":
@@ -97,4 +147,8 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel:
     lanes = targets.vector_lanes(target)
     if kind == "dense":
         return _dense_conv(layer, lanes) if layer.op == "conv2d" else _dense_linear(layer, lanes)
-    raise NotImplementedError(f"{layer.name}: kernel kind {kind!r} is not available")
+    if kind == "csr" and layer.op == "linear":
+        return _sparse_linear(layer)
+    if (kind == "csr" or kind.startswith("bsr")) and layer.op == "conv2d":
+        return _sparse_conv(layer, block_rows_of(kind), lanes)
+    raise NotImplementedError(f"{layer.name}: kernel kind {kind!r} is not available for {layer.op}")

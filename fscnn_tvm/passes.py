@@ -192,13 +192,17 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
         for var in relax.analysis.free_vars(b.value):
             users.setdefault(var, []).append(b)
     layers: list[Layer] = []
+    claimed: set = set()  # a binding joins at most one chain (two convs meet at a residual add)
     for binding in bindings:
         layer = _head_layer(binding, len(layers))
         if layer is None:
             continue
         while (isinstance(layer.tail, relax.DataflowVar) and uses.get(layer.tail, 0) == 1
-               and len(users.get(layer.tail, [])) == 1 and _extend(layer, users[layer.tail][0])):
+               and len(users.get(layer.tail, [])) == 1
+               and users[layer.tail][0].var not in claimed
+               and _extend(layer, users[layer.tail][0])):
             pass
+        claimed.update(layer.absorbed)
         layers.append(layer)
     for layer in layers:
         if names is not None and layer.index < len(names) and len(names) == len(layers):
@@ -210,12 +214,10 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
 
 @relax.expr_functor.mutator
 class _ReplaceLayers(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, replacements: dict):
+    def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.replacements = replacements  # tail var -> (GlobalVar, [args], out TensorType)
-        self.absorbed = set()
-        for value in replacements.values():
-            self.absorbed.update(value[3])
+        self.replacements: dict = {}  # tail var -> (GlobalVar, args, out TensorType, absorbed)
+        self.absorbed: set = set()
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         var = binding.var
@@ -238,32 +240,35 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list, target) ->
     """
     from fscnn_tvm.schedules import schedule_func  # noqa: PLC0415 - schedules import targets
 
-    replacements: dict = {}
+    mutator = _ReplaceLayers(mod)
     funcs: dict = {}  # kernel key -> GlobalVar, so identical layer shapes share one PrimFunc
-    mutator_mod = mod
-    pending = []
     for layer, kernel in zip(layers, kernels):
         if kernel is None:
             continue
-        pending.append((layer, kernel))
-    mutator = _ReplaceLayers(mutator_mod, {})
-    for layer, kernel in pending:
         gv = funcs.get(kernel.key)
         if gv is None:
             # Drop the "main" symbol create_prim_func gives; the module names it after the GlobalVar.
             func = schedule_func(kernel.func, target).without_attr("global_symbol")
-            gv = mutator.builder_.add_func(func, kernel.symbol)
-            funcs[kernel.key] = gv
+            gv = funcs[kernel.key] = mutator.builder_.add_func(func, kernel.symbol)
         args = [layer.data] + [relax.const(a) for a in kernel.constants]
         if layer.residual is not None:
             args.append(layer.residual)
         out_ty = relax.TensorType(list(layer.out_shape), "float32")
-        replacements[layer.tail] = (gv, args, out_ty, layer.absorbed)
-    mutator.replacements = replacements
-    for value in replacements.values():
-        mutator.absorbed.update(value[3])
+        if layer.tail in mutator.replacements:
+            raise RuntimeError(f"internal: {layer.name} ends where another layer ends")
+        mutator.replacements[layer.tail] = (gv, args, out_ty, layer.absorbed)
+        mutator.absorbed.update(layer.absorbed)
     main_gv = mutator.builder_.get().get_global_var("main")
-    new_main = mutator.visit_expr(mod["main"])
-    mutator.builder_.update_func(main_gv, new_main)
-    out = mutator.builder_.get()
-    return relax.transform.DeadCodeElimination(["main"])(out)
+    mutator.builder_.update_func(main_gv, mutator.visit_expr(mod["main"]))
+    out = relax.transform.DeadCodeElimination(["main"])(mutator.builder_.get())
+    emitted = _count_calls(out["main"], set(funcs.values()))
+    if emitted != len(mutator.replacements):
+        raise RuntimeError(f"internal: {len(mutator.replacements)} layers planned, {emitted} "
+                           "kernel calls emitted")
+    return out
+
+
+def _count_calls(func: relax.Function, gvs: set) -> int:
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    return sum(1 for b in _bindings(func) if isinstance(b.value, relax.Call)
+               and b.value.op == call_tir and b.value.args[0] in gvs)

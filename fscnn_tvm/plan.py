@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from . import sparse
 from .passes import Layer
 
 SPARSE_MODES = ("auto", "always", "never")
@@ -33,15 +34,50 @@ class LayerPlan:
         return asdict(self)
 
 
-def decide(layer: Layer, sparse: str) -> tuple[str, str]:
+# Density thresholds of sparse="auto", measured on one Zen core (benchmarks/RESULTS.md):
+# dense conv ~250 GF/s, CSR ~75 GF/s and BSR8 ~190 GF/s of nonzero work, so CSR breaks even near
+# 70% sparsity and BSR near 25%; the thresholds keep a margin. The performance model replaces them.
+AUTO_MIN_SPARSITY = {"csr": 0.75, "bsr": 0.4, "linear": 0.8}
+
+
+def sparse_support(layer: Layer) -> str | None:
+    """Why ``layer`` cannot run a sparse kernel, or ``None`` when it can."""
+    if layer.op == "linear":
+        return None
+    if layer.attrs["groups"] != 1:
+        return f"groups={layer.attrs['groups']}: sparse kernels need groups=1"
+    if layer.attrs["stride"][0] != layer.attrs["stride"][1]:
+        return f"stride {layer.attrs['stride']}: sparse kernels need equal strides"
+    return None
+
+
+def sparse_kind(layer: Layer) -> str:
+    """``bsr{R}`` when the weight is block-pruned over output channels, else ``csr``."""
+    if layer.op == "conv2d":
+        rows = sparse.detect_block_rows(layer.weight)
+        if rows > 1:
+            return f"bsr{rows}"
+    return "csr"
+
+
+def decide(layer: Layer, sparse_mode: str) -> tuple[str, str]:
     """(kernel kind, reason) for ``layer`` under the user's ``sparse`` mode."""
-    if sparse not in SPARSE_MODES:
-        raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}")
-    if sparse == "never":
+    if sparse_mode not in SPARSE_MODES:
+        raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse_mode!r}")
+    if sparse_mode == "never":
         return "dense", "sparse='never'"
-    if sparse == "always":
-        return "dense", "sparse kernels are not built yet: dense is the only kernel"
-    return "dense", "dense kernel (no sparse kernel is available yet)"
+    unsupported = sparse_support(layer)
+    if unsupported:
+        return "dense", unsupported
+    kind = sparse_kind(layer)
+    sparsity = 1.0 - layer.density
+    if sparse_mode == "always":
+        return kind, "sparse='always'" + (f" (output-channel blocks of {kind[3:]} share columns)" if kind != "csr" else "")
+    rule = "linear" if layer.op == "linear" else ("bsr" if kind != "csr" else "csr")
+    threshold = AUTO_MIN_SPARSITY[rule]
+    if sparsity >= threshold:
+        return kind, f"sparsity {sparsity:.2f} >= {threshold:.2f} ({rule} threshold)"
+    return "dense", f"sparsity {sparsity:.2f} < {threshold:.2f} ({rule} threshold)"
 
 
 def _epilogue(layer: Layer) -> str:

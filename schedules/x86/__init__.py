@@ -5,6 +5,7 @@ fp32 vector width of the target. The generic fallback comes last and always appl
 """
 from __future__ import annotations
 
-from . import conv2d, dense, generic
+from . import conv2d, dense, generic, sparse_conv2d, sparse_dense
 
-RULES = [conv2d.schedule, dense.schedule, generic.schedule]
+RULES = [sparse_conv2d.schedule, sparse_dense.schedule, conv2d.schedule, dense.schedule,
+         generic.schedule]

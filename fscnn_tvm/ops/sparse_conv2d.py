@@ -1,0 +1,179 @@
+"""Direct sparse conv2d (Park et al.): CSR or BSR weights against the dense NCHW input, no im2col.
+
+The input is copied once into a flat zero-padded buffer ``Xp``. For stride ``s`` the padded image
+is split into ``s x s`` phase planes (``Xp[phase][ic][y // s][x // s]`` for ``phase = (y % s,
+x % s)``), so every stride reads its input contiguously. The output is computed in a flat index
+``p = oh*Ws + ow`` (``Ws`` = plane width) and for every nonzero weight ``j`` of row ``oc``::
+
+    Cp[n, oc, p] += values[j] * Xp[n*image + offsets[j] + p]
+
+``offsets[j]`` (``SparseConvLayout.offsets``) encodes phase, ``ic``, ``kh``, ``kw`` and dilation,
+precomputed at compile time, so the inner loop is one broadcast of the weight and a run of
+contiguous vector FMAs, with no index decoding. Columns ``ow >= OW`` of each flat row are junk and
+never stored; the epilogue crops ``Cp`` into ``Y`` and applies bias, residual and activation.
+
+TE cannot express a data-dependent reduction that still schedules into registers
+(``../shared/TVM_NOTES.md`` 2a), so the PrimFunc is generated as TVMScript: an outer block ``row``
+over ``(n, tile, row)`` and an inner reduction block ``C`` whose extent is the row's nonzero
+count. ``schedules/x86/sparse_conv2d.py`` tiles ``C`` into registers.
+
+Arguments in call order:
+``data [N, IC, H, W]``, ``indptr [rows+1] int32``, ``offsets [nnz] int32``,
+``values [nnz] (CSR) | [nnzb*R] (BSR)``, ``bias [OC]``, (``residual [N, OC, OH, OW]``), output.
+``rows`` is OC (CSR) or ceil(OC/R) (BSR); ``nnz`` is symbolic, so layers of one shape share code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+
+from .conv2d import Conv2dSpec
+
+
+@dataclass(frozen=True)
+class SparseConvLayout:
+    """Geometry of the padded flat input and the flat output of one sparse conv."""
+
+    spec: Conv2dSpec
+    tile: int  # outputs per (row, tile) step: the register tile, a multiple of the vector width
+    block_rows: int = 1  # 1: CSR; R > 1: BSR with R output channels per block
+
+    def __post_init__(self):
+        if self.spec.stride[0] != self.spec.stride[1]:
+            raise ValueError(f"sparse_conv2d: stride {self.spec.stride} must be equal in both axes")
+
+    @property
+    def stride(self) -> int:
+        return self.spec.stride[0]
+
+    @property
+    def hp(self) -> int:
+        return self.spec.height + self.spec.padding[0] + self.spec.padding[2]
+
+    @property
+    def wp(self) -> int:
+        return self.spec.width + self.spec.padding[1] + self.spec.padding[3]
+
+    @property
+    def hs(self) -> int:
+        return -(-self.hp // self.stride)
+
+    @property
+    def ws(self) -> int:
+        """Phase-plane width, also the row pitch of the flat output."""
+        return -(-self.wp // self.stride)
+
+    @property
+    def plane(self) -> int:
+        return self.hs * self.ws
+
+    @property
+    def image_size(self) -> int:
+        return self.stride ** 2 * self.spec.in_channels * self.plane
+
+    @property
+    def tiles(self) -> int:
+        return -(-(self.spec.out_height * self.ws) // self.tile)
+
+    @property
+    def rows(self) -> int:
+        return -(-self.spec.out_channels // self.block_rows)
+
+    @property
+    def flat_len(self) -> int:
+        """Length of ``Xp``: every read of a junk column stays inside (and reads zeros)."""
+        need = self.spec.batch * self.image_size + self.tiles * self.tile
+        return -(-need // 64) * 64
+
+    def offsets(self, cols: np.ndarray) -> np.ndarray:
+        """Column ``(ic*KH + kh)*KW + kw`` -> its offset in one image of ``Xp``."""
+        kh, kw = self.spec.kernel
+        s = self.stride
+        ic, rem = np.divmod(cols.astype(np.int64), kh * kw)
+        r, c = np.divmod(rem, kw)
+        a, b = r * self.spec.dilation[0], c * self.spec.dilation[1]
+        phase = (a % s) * s + b % s
+        offs = (phase * self.spec.in_channels + ic) * self.plane + (a // s) * self.ws + b // s
+        if self.spec.batch * self.image_size + self.tiles * self.tile >= 2**31:
+            raise ValueError(f"sparse_conv2d: input {self.spec.batch}x{self.spec.in_channels}x"
+                             f"{self.hp}x{self.wp} is too large for int32 offsets")
+        return offs.astype(np.int32)
+
+
+_ACT = {"none": "{v}", "relu": "T.max({v}, T.float32(0))",
+        "relu6": "T.min(T.max({v}, T.float32(0)), T.float32(6))"}
+
+
+def sparse_conv2d_script(layout: SparseConvLayout, act: str = "none", has_residual: bool = False) -> str:
+    """TVMScript source of the kernel (see the module docstring for the argument order)."""
+    spec = layout.spec
+    n, ic, h, w, oc = spec.batch, spec.in_channels, spec.height, spec.width, spec.out_channels
+    oh, ow = spec.out_height, spec.out_width
+    top, left = spec.padding[0], spec.padding[1]
+    r, pt, rows = layout.block_rows, layout.tile, layout.rows
+    cp_rows = rows * r
+    xs, plane, ws, s = layout.image_size, layout.plane, layout.ws, layout.stride
+    chans = ic * plane
+    pad_len = layout.tiles * pt
+    res_arg = f'residual: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32"), ' if has_residual else ""
+    res_term = " + residual[vn, voc, voh, vow]" if has_residual else ""
+    value = f"Cp[vn, voc, voh * {ws} + vow] + bias[voc]{res_term}"
+    if r == 1:
+        vals_shape = "(nnz,)"
+        row_loops = f"""            for pi, j in T.grid({pt}, indptr[vrow + 1] - indptr[vrow]):
+                with T.sblock("C"):
+                    vpi = T.axis.spatial({pt}, pi)
+                    vj = T.axis.reduce(indptr[vrow + 1] - indptr[vrow], j)
+                    with T.init():
+                        Cp[vn, vrow, vpo * {pt} + vpi] = T.float32(0)
+                    Cp[vn, vrow, vpo * {pt} + vpi] = Cp[vn, vrow, vpo * {pt} + vpi] + values[indptr[vrow] + vj] * Xp[vn * {xs} + offsets[indptr[vrow] + vj] + vpo * {pt} + vpi]"""
+    else:
+        vals_shape = f"(nnz * {r},)"
+        row_loops = f"""            for rr, pi, j in T.grid({r}, {pt}, indptr[vrow + 1] - indptr[vrow]):
+                with T.sblock("C"):
+                    vr = T.axis.spatial({r}, rr)
+                    vpi = T.axis.spatial({pt}, pi)
+                    vj = T.axis.reduce(indptr[vrow + 1] - indptr[vrow], j)
+                    with T.init():
+                        Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi] = T.float32(0)
+                    Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi] = Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi] + values[(indptr[vrow] + vj) * {r} + vr] * Xp[vn * {xs} + offsets[indptr[vrow] + vj] + vpo * {pt} + vpi]"""
+    return f"""
+# from tvm.script import tirx as T
+@T.prim_func(s_tir=True)
+def main(data: T.Buffer(({n}, {ic}, {h}, {w}), "float32"), indptr: T.Buffer(({rows + 1},), "int32"), offsets_h: T.handle, values_h: T.handle, bias: T.Buffer(({oc},), "float32"), {res_arg}out: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32")):
+    T.func_attr({{"tirx.noalias": True}})
+    nnz = T.int32()
+    offsets = T.match_buffer(offsets_h, (nnz,), "int32")
+    values = T.match_buffer(values_h, {vals_shape}, "float32")
+    Xp = T.alloc_buffer(({layout.flat_len},), "float32")
+    Cp = T.alloc_buffer(({n}, {cp_rows}, {pad_len}), "float32")
+    for i in range({layout.flat_len}):
+        with T.sblock("zero"):
+            vi = T.axis.spatial({layout.flat_len}, i)
+            Xp[vi] = T.float32(0)
+    for b, c, y, x in T.grid({n}, {ic}, {h}, {w}):
+        with T.sblock("pad"):
+            vb, vc, vy, vx = T.axis.remap("SSSS", [b, c, y, x])
+            Xp[vb * {xs} + ((vy + {top}) % {s} * {s} + (vx + {left}) % {s}) * {chans} + vc * {plane} + (vy + {top}) // {s} * {ws} + (vx + {left}) // {s}] = data[vb, vc, vy, vx]
+    for b, po, row in T.grid({n}, {layout.tiles}, {rows}):
+        with T.sblock("row"):
+            vn, vpo, vrow = T.axis.remap("SSS", [b, po, row])
+{row_loops}
+    for b, c, y, x in T.grid({n}, {oc}, {oh}, {ow}):
+        with T.sblock("out"):
+            vn, voc, voh, vow = T.axis.remap("SSSS", [b, c, y, x])
+            out[vn, voc, voh, vow] = {_ACT[act].format(v=value)}
+"""
+
+
+def sparse_conv2d(layout: SparseConvLayout, act: str = "none", has_residual: bool = False) -> tvm.tirx.PrimFunc:
+    """The unscheduled PrimFunc of the sparse conv (parse of :func:`sparse_conv2d_script`)."""
+    if act not in _ACT:
+        raise ValueError(f"sparse_conv2d: unknown activation {act!r}")
+    layout.spec.validate()
+    if layout.spec.groups != 1:
+        raise ValueError(f"sparse_conv2d: groups={layout.spec.groups} is not supported (groups must be 1)")
+    src = sparse_conv2d_script(layout, act, has_residual)
+    return tvm.script.from_source(src)

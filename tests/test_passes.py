@@ -1,0 +1,40 @@
+"""The Relax rewrite: which bindings each layer absorbs, and that every layer gets its kernel."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from conftest import check_against_torch, randomize_
+from fscnn_tvm import frontend, passes
+
+
+class Downsample(nn.Module):
+    """Two convs meet at one residual add (a ResNet downsample block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.main = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16))
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), nn.BatchNorm2d(16))
+
+    def forward(self, x):
+        return torch.relu(self.main(x) + self.down(x))
+
+
+def test_residual_add_claimed_by_one_layer_only():
+    model = randomize_(Downsample())
+    imported = frontend.import_model(model, (1, 8, 10, 10))
+    layers = passes.find_layers(imported.mod, imported.layer_names)
+    assert len(layers) == 2
+    a, b = (set(layer.absorbed) for layer in layers)
+    assert not a & b
+    assert sorted(layer.residual is not None for layer in layers) == [False, True]
+    assert {layer.name for layer in layers} == {"main.0", "down.0"}
+    check_against_torch(model, (1, 8, 10, 10))
+
+
+def test_batch_norm_after_biased_conv_is_folded():
+    model = randomize_(nn.Sequential(nn.Conv2d(4, 8, 3, bias=True), nn.BatchNorm2d(8), nn.ReLU()))
+    imported = frontend.import_model(model, (1, 4, 6, 6))
+    (layer,) = passes.find_layers(imported.mod)
+    assert layer.act == "relu" and layer.bias is not None
+    check_against_torch(model, (1, 4, 6, 6))
