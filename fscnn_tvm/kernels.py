@@ -120,17 +120,16 @@ def _sparse_conv(layer: Layer, block_rows: int, lanes: int) -> Kernel:
     return Kernel(func, constants, key, "fscnn_csr_conv2d" if block_rows == 1 else f"fscnn_bsr{block_rows}_conv2d")
 
 
-def _sparse_linear(layer: Layer) -> Kernel:
+def _sparse_linear(layer: Layer, lanes: int) -> Kernel:
     batch, in_features = layer.in_shape
     out_features = layer.out_shape[1]
     has_residual = layer.residual is not None
-    inputs, out = sparse_dense_ops.sparse_dense(batch, in_features, out_features, act=layer.act,
-                                                has_residual=has_residual)
-    func = te.create_prim_func(inputs + [out]).with_attrs(
-        {"fscnn.kernel": "sparse_dense", "op_pattern": OPAQUE})
+    func = sparse_dense_ops.sparse_dense(batch, in_features, out_features, lanes, layer.act,
+                                         has_residual).with_attrs(
+        {"fscnn.kernel": "sparse_dense", "op_pattern": OPAQUE, "tir.is_scheduled": True})
     fmt = sparse.csr_from_dense(layer.weight)
     bias = layer.bias if layer.bias is not None else np.zeros(out_features, "float32")
-    key = ("sparse_dense", batch, in_features, out_features, layer.act, has_residual)
+    key = ("sparse_dense", batch, in_features, out_features, lanes, layer.act, has_residual)
     return Kernel(func, [fmt.indptr, fmt.cols, fmt.values, bias], key, "fscnn_csr_dense")
 
 
@@ -148,7 +147,7 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel:
     if kind == "dense":
         return _dense_conv(layer, lanes) if layer.op == "conv2d" else _dense_linear(layer, lanes)
     if kind == "csr" and layer.op == "linear":
-        return _sparse_linear(layer)
+        return _sparse_linear(layer, lanes)
     if (kind == "csr" or kind.startswith("bsr")) and layer.op == "conv2d":
         return _sparse_conv(layer, block_rows_of(kind), lanes)
     raise NotImplementedError(f"{layer.name}: kernel kind {kind!r} is not available for {layer.op}")

@@ -24,6 +24,8 @@ def rules_for(target: tvm.target.Target) -> list:
 
 def schedule_func(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc:
     """The scheduled version of ``func`` for ``target`` (marked ``tir.is_scheduled``)."""
+    if func.attrs and func.attrs.get("tir.is_scheduled"):
+        return func
     lanes = targets.vector_lanes(target)
     for rule in rules_for(target):
         scheduled = rule(func, lanes)

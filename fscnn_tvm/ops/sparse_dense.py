@@ -1,42 +1,64 @@
 """Sparse linear layer: CSR weight rows (one per output feature) against a dense input.
 
-``out[n, o] = act(sum_j values[j] * data[n, cols[j]] + bias[o] (+ residual[n, o]))`` for the
+``out[n, o] = act(sum_j values[j] * data[n, cols[j]] + bias[o] (+ residual[n, o]))`` over the
 nonzeros ``j`` of row ``o``. Arguments in call order: ``data [N, I]``, ``indptr [O+1] int32``,
 ``cols [nnz] int32``, ``values [nnz]``, ``bias [O]``, (``residual [N, O]``), output ``[N, O]``.
-Batch-1 linear layers are bound by weight traffic; CSR reads ``8 * nnz`` bytes of weights and
-indices instead of ``4 * O * I``.
+
+Batch-1 linear layers are bound by weight traffic: CSR streams ``8 * nnz`` bytes instead of
+``4 * O * I``. The row's nonzeros are consumed ``lanes`` at a time into a vector of partial sums
+(one gather of the input per step), so no FMA latency chain limits it; the vector is summed once
+per row. Written as plain TIR (no blocks): it is scheduled by construction.
 """
 from __future__ import annotations
 
-from tvm import te, tirx
+import tvm
 
-from .conv2d import _activation
+_ACT = {"none": "{v}", "relu": "T.max({v}, T.float32(0))",
+        "relu6": "T.min(T.max({v}, T.float32(0)), T.float32(6))"}
 
 
-def sparse_dense(batch: int, in_features: int, out_features: int, *, act: str = "none",
-                 has_residual: bool = False):
-    """TE tensors; inputs in call order (see the module docstring)."""
-    nnz = tirx.Var("nnz", "int32")
-    data = te.placeholder((batch, in_features), "float32", name="data")
-    indptr = te.placeholder((out_features + 1,), "int32", name="indptr")
-    cols = te.placeholder((nnz,), "int32", name="cols")
-    values = te.placeholder((nnz,), "float32", name="values")
-    bias = te.placeholder((out_features,), "float32", name="bias")
-    residual = te.placeholder((batch, out_features), "float32", name="residual") if has_residual else None
+def sparse_dense_script(batch: int, in_features: int, out_features: int, lanes: int,
+                        act: str = "none", has_residual: bool = False) -> str:
+    n, i, o, vl = batch, in_features, out_features, lanes
+    res_arg = f'residual: T.Buffer(({n}, {o}), "float32"), ' if has_residual else ""
+    res_term = " + residual[b, row]" if has_residual else ""
+    result = _ACT[act].format(v=f"total[0]{res_term}")
+    return f"""
+# from tvm.script import tirx as T
+@T.prim_func
+def main(data: T.Buffer(({n}, {i}), "float32"), indptr: T.Buffer(({o + 1},), "int32"), cols_h: T.handle, values_h: T.handle, bias: T.Buffer(({o},), "float32"), {res_arg}out: T.Buffer(({n}, {o}), "float32")):
+    T.func_attr({{"tirx.noalias": True}})
+    nnz = T.int32()
+    cols = T.match_buffer(cols_h, (nnz,), "int32")
+    values = T.match_buffer(values_h, (nnz,), "float32")
+    for br in T.parallel({n * o}):
+        b: T.int32 = br // {o}
+        row: T.int32 = br % {o}
+        acc = T.decl_buffer(({vl},), "float32", scope="local")
+        total = T.decl_buffer((1,), "float32", scope="local")
+        start: T.int32 = indptr[row]
+        count: T.int32 = indptr[row + 1] - start
+        full: T.int32 = count // {vl} * {vl}
+        for v in T.vectorized({vl}):
+            acc[v] = T.float32(0)
+        for c in range(count // {vl}):
+            for v in T.vectorized({vl}):
+                acc[v] = acc[v] + values[start + c * {vl} + v] * data[b, cols[start + c * {vl} + v]]
+        for t in range(count - full):
+            acc[t] = acc[t] + values[start + full + t] * data[b, cols[start + full + t]]
+        total[0] = bias[row]
+        for v in range({vl}):
+            total[0] = total[0] + acc[v]
+        out[b, row] = {result}
+"""
 
-    def row(n, o):
-        start = indptr[o]
-        j = te.reduce_axis((0, indptr[o + 1] - start), name="j")
-        return te.sum(values[start + j] * data[n, cols[start + j]], axis=j)
 
-    acc = te.compute((batch, out_features), row, name="spmv")
-
-    def body(n, o):
-        v = acc[n, o] + bias[o]
-        if residual is not None:
-            v = v + residual[n, o]
-        return _activation(v, act)
-
-    out = te.compute((batch, out_features), body, name="out")
-    inputs = [data, indptr, cols, values, bias] + ([residual] if residual is not None else [])
-    return inputs, out
+def sparse_dense(batch: int, in_features: int, out_features: int, lanes: int, act: str = "none",
+                 has_residual: bool = False) -> tvm.tirx.PrimFunc:
+    """The CSR linear PrimFunc (already scheduled: plain TIR with explicit vector loops)."""
+    if act not in _ACT:
+        raise ValueError(f"sparse_dense: unknown activation {act!r}")
+    if min(batch, in_features, out_features) < 1:
+        raise ValueError(f"sparse_dense: empty shape batch={batch}, in={in_features}, out={out_features}")
+    return tvm.script.from_source(sparse_dense_script(batch, in_features, out_features, lanes, act,
+                                                      has_residual))

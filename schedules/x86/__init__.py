@@ -2,10 +2,10 @@
 
 Each rule is ``rule(func, lanes) -> PrimFunc | None`` (``None``: "not mine"); ``lanes`` is the
 fp32 vector width of the target. The generic fallback comes last and always applies.
+(The CSR linear kernel, ``ops/sparse_dense.py``, is plain TIR scheduled by construction.)
 """
 from __future__ import annotations
 
-from . import conv2d, dense, generic, sparse_conv2d, sparse_dense
+from . import conv2d, dense, generic, sparse_conv2d
 
-RULES = [sparse_conv2d.schedule, sparse_dense.schedule, conv2d.schedule, dense.schedule,
-         generic.schedule]
+RULES = [sparse_conv2d.schedule, conv2d.schedule, dense.schedule, generic.schedule]

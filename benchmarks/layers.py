@@ -1,0 +1,119 @@
+"""Per-layer kernels: our dense, CSR and BSR8 against PyTorch's conv2d, side by side in one run.
+
+    TVM_NUM_THREADS=1 OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/layers.py
+
+Layers: VGG16 conv2_2, conv3_2, conv4_2, conv5_2 and ResNet-50 1x1 1024->256@14, 3x3 256@14,
+1x1 64->256@56. CSR runs an unstructured magnitude mask; BSR8 a block-pruned (8x1) mask of the
+same sparsity. Effective GF/s = 2 * nnz * OH * OW / time. Every kernel output is checked
+against torch before it is timed; rounds are interleaved and medians reported.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+import tvm
+
+from fscnn_tvm import kernels, passes, prune, targets
+from fscnn_tvm.ops.conv2d import Conv2dSpec
+from fscnn_tvm.schedules import schedule_func
+
+LAYERS = {  # name: (in_channels, out_channels, kernel, spatial)
+    "vgg.conv2_2": (128, 128, 3, 112),
+    "vgg.conv3_2": (256, 256, 3, 56),
+    "vgg.conv4_2": (512, 512, 3, 28),
+    "vgg.conv5_2": (512, 512, 3, 14),
+    "r50.1x1_1024_256@14": (1024, 256, 1, 14),
+    "r50.3x3_256@14": (256, 256, 3, 14),
+    "r50.1x1_64_256@56": (64, 256, 1, 56),
+}
+
+
+def _layer(spec: Conv2dSpec, weight: np.ndarray) -> passes.Layer:
+    """A planned conv layer without a graph around it (what find_layers would give)."""
+    pad = spec.padding
+    return passes.Layer(0, "conv2d", None, None, [], None, weight,
+                        (spec.batch, spec.in_channels, spec.height, spec.width), spec.out_shape,
+                        {"stride": spec.stride, "padding": pad, "dilation": spec.dilation, "groups": 1},
+                        bias=np.zeros(spec.out_channels, "float32"), act="relu")
+
+
+def _compiled(layer, kind, target):
+    kernel = kernels.build_kernel(layer, kind, target)
+    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
+    dev = tvm.cpu()
+    x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
+    args = [tvm.runtime.tensor(a, dev) for a in [x] + kernel.constants + [np.zeros(layer.out_shape, "float32")]]
+    lib(*args)
+    return lib, args, x
+
+
+def measure(name, cin, cout, k, hw, sparsity, target, rounds, threads):
+    spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), padding=(k // 2,) * 4)
+    rng = np.random.default_rng(1)
+    dense_w = rng.standard_normal((cout, cin, k, k)).astype("float32") * 0.05
+    weights = {"dense": dense_w,
+               "csr": dense_w * prune.magnitude_mask(dense_w, sparsity),
+               "bsr8": dense_w * prune.magnitude_mask(dense_w, sparsity, block=(8, 1))}
+    runs = {}
+    for kind, w in weights.items():
+        if kind != "dense" and sparsity == 0:
+            continue
+        lib, args, x = _compiled(_layer(spec, w), kind, target)
+        ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=k // 2))
+        err = float(np.abs(args[-1].numpy() - ref.numpy()).max() / max(float(ref.abs().max()), 1e-30))
+        if err > 1e-4:
+            raise RuntimeError(f"{name} {kind}: relative error {err:.1e}")
+        evaluator = lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=1)
+        runs[kind] = (lambda ev=evaluator, a=args: ev(*a).mean, np.count_nonzero(w))
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(np.random.default_rng(0).standard_normal((1, cin, hw, hw)).astype("float32"))
+    wt = torch.from_numpy(weights["csr"] if sparsity else dense_w)
+
+    def torch_run():
+        start = time.perf_counter()
+        for _ in range(3):
+            torch.relu(torch.nn.functional.conv2d(xt, wt, padding=k // 2))
+        return (time.perf_counter() - start) / 3
+
+    times = {kind: [] for kind in runs} | {"torch": []}
+    for _ in range(rounds):
+        times["torch"].append(torch_run())
+        for kind, (fn, _) in runs.items():
+            times[kind].append(fn())
+    med = {kind: float(np.median(v)) * 1e3 for kind, v in times.items()}
+    flops = {kind: 2 * nnz * hw * hw for kind, (_, nnz) in runs.items()}
+    return med, flops
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sparsity", default="0,0.5,0.7,0.8,0.9,0.95")
+    parser.add_argument("--layers", default=",".join(LAYERS))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    target = targets.parse("llvm")
+    print(f"target {target}, {args.threads} thread(s), median of {args.rounds} interleaved rounds\n")
+    print("| layer | sparsity | torch ms | dense ms | CSR ms | CSR GF/s | CSR x torch | BSR8 ms | BSR8 GF/s | BSR8 x torch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.layers.split(","):
+        cin, cout, k, hw = LAYERS[name]
+        for sp in (float(s) for s in args.sparsity.split(",")):
+            med, flops = measure(name, cin, cout, k, hw, sp, target, args.rounds, args.threads)
+            row = f"| {name} | {sp:.2f} | {med['torch']:.3f} | {med['dense']:.3f} |"
+            for kind in ("csr", "bsr8"):
+                if kind in med:
+                    row += (f" {med[kind]:.3f} | {flops[kind] / med[kind] / 1e6:.0f} | "
+                            f"{med['torch'] / med[kind]:.2f}x |")
+                else:
+                    row += " - | - | - |"
+            print(row, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
