@@ -95,13 +95,14 @@ def _dense_linear(layer: Layer, lanes: int) -> Kernel:
 def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> int:
     """Register tile (outputs) of the sparse conv: ~14 vectors for CSR, ~24/R per row for BSR.
 
-    CSR picks 8..14 vectors to waste the fewest outputs past the flat row count.
+    CSR picks 7..14 vectors to waste the fewest outputs past the flat row count (an exact fit
+    lets 1x1 layers read their input in place).
     """
     layout_rows = sparse_conv_ops.SparseConvLayout(spec, lanes, block_rows)
     flat = spec.out_height * layout_rows.ws
     if block_rows > 1:
         return max(1, 24 // block_rows) * lanes
-    best = min(range(8, 15), key=lambda tv: (-(-flat // (tv * lanes)) * tv * lanes, -tv))
+    best = min(range(7, 15), key=lambda tv: (-(-flat // (tv * lanes)) * tv * lanes, -tv))
     return best * lanes
 
 

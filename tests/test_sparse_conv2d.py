@@ -103,3 +103,25 @@ def test_sparse_kernel_inner_loop_is_vectorized():
     func = func.with_attrs({"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": 16, "fscnn.block_rows": 1})
     asm = tvm.compile(tvm.IRModule({"main": schedule_func(func, tgt)}), tgt).mod.inspect_source("asm")
     assert "vbroadcastss" in asm and "vfmadd231ps" in asm and "zmm" in asm
+
+
+@pytest.mark.parametrize("hw,tile_fits", [(28, True), (14, False)])  # 784 = 7 x 112; 196 is no multiple of 16
+def test_1x1_reads_input_in_place_when_tiles_fit(hw, tile_fits):
+    from fscnn_tvm.kernels import sparse_conv_tile
+    from fscnn_tvm.ops.conv2d import Conv2dSpec
+    from fscnn_tvm.ops.sparse_conv2d import SparseConvLayout
+
+    spec = Conv2dSpec(2, 32, hw, hw, 48, (1, 1))
+    layout = SparseConvLayout(spec, sparse_conv_tile(spec, 1, 16))
+    assert layout.direct == tile_fits
+    block = sparsify_(randomize_(ConvBlock(32, 48, 1, act="none", residual=False)), 0.9)
+    check_against_torch(block, (2, 32, hw, hw), sparse="always")
+
+
+def test_stride2_1x1_stages_one_phase_plane():
+    from fscnn_tvm.ops.conv2d import Conv2dSpec
+    from fscnn_tvm.ops.sparse_conv2d import SparseConvLayout
+
+    assert SparseConvLayout(Conv2dSpec(1, 8, 8, 8, 8, (1, 1), stride=(2, 2)), 16).phases == [(0, 0)]
+    three = SparseConvLayout(Conv2dSpec(1, 8, 8, 8, 8, (3, 3), stride=(2, 2)), 16)
+    assert len(three.phases) == 4

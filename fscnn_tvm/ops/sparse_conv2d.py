@@ -1,8 +1,9 @@
 """Direct sparse conv2d (Park et al.): CSR or BSR weights against the dense NCHW input, no im2col.
 
-The input is copied once into a flat zero-padded buffer ``Xp``. For stride ``s`` the padded image
-is split into ``s x s`` phase planes (``Xp[phase][ic][y // s][x // s]`` for ``phase = (y % s,
-x % s)``), so every stride reads its input contiguously. The output is computed in a flat index
+The input is staged once into a flat zero-padded buffer ``Xp`` (1x1 stride-1 layers without
+padding read their input in place). For stride ``s`` the padded image is split into phase planes
+(``Xp[phase][ic][y // s][x // s]`` for ``phase = (y % s, x % s)``, only the phases some tap
+reads), so every stride reads its input contiguously. The output is computed in a flat index
 ``p = oh*Ws + ow`` (``Ws`` = plane width) and for every nonzero weight ``j`` of row ``oc``::
 
     Cp[n, oc, p] += values[j] * Xp[n*image + offsets[j] + p]
@@ -70,8 +71,21 @@ class SparseConvLayout:
         return self.hs * self.ws
 
     @property
+    def phases(self) -> list[tuple[int, int]]:
+        """The ``(y % s, x % s)`` phase planes some kernel tap reads (1x1 stride 2: only one)."""
+        s, (kh, kw), (dh, dw) = self.stride, self.spec.kernel, self.spec.dilation
+        return sorted({(r * dh % s, c * dw % s) for r in range(kh) for c in range(kw)})
+
+    @property
+    def direct(self) -> bool:
+        """1x1, stride 1, no padding, whole tiles: the kernel reads the input in place, no copy."""
+        spec = self.spec
+        return (spec.kernel == (1, 1) and self.stride == 1 and not any(spec.padding)
+                and (spec.height * spec.width) % self.tile == 0)
+
+    @property
     def image_size(self) -> int:
-        return self.stride ** 2 * self.spec.in_channels * self.plane
+        return len(self.phases) * self.spec.in_channels * self.plane
 
     @property
     def tiles(self) -> int:
@@ -94,7 +108,8 @@ class SparseConvLayout:
         ic, rem = np.divmod(cols.astype(np.int64), kh * kw)
         r, c = np.divmod(rem, kw)
         a, b = r * self.spec.dilation[0], c * self.spec.dilation[1]
-        phase = (a % s) * s + b % s
+        index = {ph: i for i, ph in enumerate(self.phases)}
+        phase = np.array([index[(y, x)] for y, x in zip((a % s).tolist(), (b % s).tolist())], dtype=np.int64)
         offs = (phase * self.spec.in_channels + ic) * self.plane + (a // s) * self.ws + b // s
         if self.spec.batch * self.image_size + self.tiles * self.tile >= 2**31:
             raise ValueError(f"sparse_conv2d: input {self.spec.batch}x{self.spec.in_channels}x"
@@ -106,16 +121,49 @@ _ACT = {"none": "{v}", "relu": "T.max({v}, T.float32(0))",
         "relu6": "T.min(T.max({v}, T.float32(0)), T.float32(6))"}
 
 
+def _staging(layout: SparseConvLayout) -> str:
+    """TVMScript that fills ``Xp``: in place, padded copy (stride 1), or phase planes (stride s).
+
+    Only the part of ``Xp`` no copy writes is zero-filled.
+    """
+    spec = layout.spec
+    n, ic, h, w = spec.batch, spec.in_channels, spec.height, spec.width
+    top, left = spec.padding[0], spec.padding[1]
+    flat, ws, plane, xs = layout.flat_len, layout.ws, layout.plane, layout.image_size
+    if layout.direct:
+        return f'    Xp = T.decl_buffer(({n * ic * h * w},), "float32", data=data.data)\n'
+    zero_from = n * xs if (layout.stride > 1 or not any(spec.padding)) else 0
+    out = [f'    Xp = T.alloc_buffer(({flat},), "float32")',
+           f"    for i in range({flat - zero_from}):",
+           '        with T.sblock("zero"):',
+           f"            vi = T.axis.spatial({flat - zero_from}, i)",
+           f"            Xp[{zero_from} + vi] = T.float32(0)"]
+    if layout.stride == 1:
+        out += [f"    for b, c, y, x in T.grid({n}, {ic}, {h}, {w}):",
+                '        with T.sblock("pad"):',
+                '            vb, vc, vy, vx = T.axis.remap("SSSS", [b, c, y, x])',
+                f"            Xp[vb * {xs} + vc * {plane} + (vy + {top}) * {ws} + vx + {left}] = data[vb, vc, vy, vx]"]
+        return "\n".join(out) + "\n"
+    s = layout.stride
+    for k, (py, px) in enumerate(layout.phases):
+        y, x = f"vy * {s} + {py - top}", f"vx * {s} + {px - left}"
+        out += [f"    for b, c, y, x in T.grid({n}, {ic}, {layout.hs}, {ws}):",
+                f'        with T.sblock("phase{k}"):',
+                '            vb, vc, vy, vx = T.axis.remap("SSSS", [b, c, y, x])',
+                f"            Xp[vb * {xs} + {k * ic * plane} + vc * {plane} + vy * {ws} + vx] = T.if_then_else("
+                f"0 <= {y} and {y} < {h} and 0 <= {x} and {x} < {w}, "
+                f"data[vb, vc, T.min(T.max({y}, 0), {h - 1}), T.min(T.max({x}, 0), {w - 1})], T.float32(0))"]
+    return "\n".join(out) + "\n"
+
+
 def sparse_conv2d_script(layout: SparseConvLayout, act: str = "none", has_residual: bool = False) -> str:
     """TVMScript source of the kernel (see the module docstring for the argument order)."""
     spec = layout.spec
     n, ic, h, w, oc = spec.batch, spec.in_channels, spec.height, spec.width, spec.out_channels
     oh, ow = spec.out_height, spec.out_width
-    top, left = spec.padding[0], spec.padding[1]
     r, pt, rows = layout.block_rows, layout.tile, layout.rows
     cp_rows = rows * r
-    xs, plane, ws, s = layout.image_size, layout.plane, layout.ws, layout.stride
-    chans = ic * plane
+    xs, ws = layout.image_size, layout.ws
     pad_len = layout.tiles * pt
     res_arg = f'residual: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32"), ' if has_residual else ""
     res_term = " + residual[vn, voc, voh, vow]" if has_residual else ""
@@ -147,17 +195,8 @@ def main(data: T.Buffer(({n}, {ic}, {h}, {w}), "float32"), indptr: T.Buffer(({ro
     nnz = T.int32()
     offsets = T.match_buffer(offsets_h, (nnz,), "int32")
     values = T.match_buffer(values_h, {vals_shape}, "float32")
-    Xp = T.alloc_buffer(({layout.flat_len},), "float32")
     Cp = T.alloc_buffer(({n}, {cp_rows}, {pad_len}), "float32")
-    for i in range({layout.flat_len}):
-        with T.sblock("zero"):
-            vi = T.axis.spatial({layout.flat_len}, i)
-            Xp[vi] = T.float32(0)
-    for b, c, y, x in T.grid({n}, {ic}, {h}, {w}):
-        with T.sblock("pad"):
-            vb, vc, vy, vx = T.axis.remap("SSSS", [b, c, y, x])
-            Xp[vb * {xs} + ((vy + {top}) % {s} * {s} + (vx + {left}) % {s}) * {chans} + vc * {plane} + (vy + {top}) // {s} * {ws} + (vx + {left}) // {s}] = data[vb, vc, vy, vx]
-    for b, po, row in T.grid({n}, {layout.tiles}, {rows}):
+{_staging(layout)}    for b, po, row in T.grid({n}, {layout.tiles}, {rows}):
         with T.sblock("row"):
             vn, vpo, vrow = T.axis.remap("SSS", [b, po, row])
 {row_loops}

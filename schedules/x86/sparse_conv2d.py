@@ -14,15 +14,20 @@ from .conv2d import _loops_below, _unroll_vectorize
 
 
 def _vectorized_copy_stages(sch: s_tir.Schedule, lanes: int) -> None:
-    (i,) = sch.get_loops(sch.get_sblock("zero"))
-    outer, inner = sch.split(i, [None, lanes])
-    sch.parallel(outer)
-    sch.vectorize(inner)
-    for name in ("pad", "out"):
-        b, c, y, x = sch.get_loops(sch.get_sblock(name))
-        sch.parallel(sch.fuse(b, c))
-        if int(sch.get(x).extent) > 1:
-            sch.vectorize(x)
+    """Zero-fill, input staging (pad / phase planes) and crop: parallel and vectorised."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        name = sch.get(block).name_hint
+        loops = sch.get_loops(block)
+        if name == "zero":
+            outer, inner = sch.split(loops[0], [None, lanes])
+            sch.parallel(outer)
+            sch.vectorize(inner)
+        elif name in ("pad", "out") or name.startswith("phase"):
+            # phase planes clamp their reads into bounds, so every vector lane may load
+            b, c, _, x = loops
+            sch.parallel(sch.fuse(b, c))
+            if int(sch.get(x).extent) > 1:
+                sch.vectorize(x)
 
 
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
