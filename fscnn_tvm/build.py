@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 
 import tvm
+from tqdm import tqdm
 from tvm import relax
 
 from . import __version__, frontend, kernels, passes, targets
@@ -92,10 +94,9 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     layers = passes.find_layers(imported.mod, imported.layer_names)
     plan = make_plan(layers, sparse)
     log.info("plan:\n%s", format_plan(plan))
-    built = []
-    for i, (layer, row) in enumerate(zip(layers, plan)):
-        built.append(kernels.build_kernel(layer, row.kernel, tgt))
-        log.debug("kernel %d/%d: %s (%s)", i + 1, len(layers), layer.name, row.kernel)
+    progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
+                    file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))
+    built = [kernels.build_kernel(layer, row.kernel, tgt) for layer, row in progress]
     mod = passes.apply_plan(imported.mod, layers, built, tgt)
     mod = _legalize(mod, tgt)
     from .schedules import schedule_module  # noqa: PLC0415 - heavy, only needed here

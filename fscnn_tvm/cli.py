@@ -56,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="time N runs and print the median and min latency")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
+    p = sub.add_parser("prune", help="magnitude-prune a model and save it as a .pt2",
+                       description="MODEL is a zoo name (resnet50) or a .pt2 file; every conv and "
+                                   "linear weight but the first conv is pruned to SPARSITY.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("-o", "--output", required=True, help="path of the .pt2 to write")
+    p.add_argument("--sparsity", type=float, required=True, metavar="S", help="fraction of zeros, 0..1")
+    p.add_argument("--block", type=int, default=1, metavar="R",
+                   help="share each zero pattern across R output channels (BSR-friendly, e.g. 8)")
+    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
+                   help="example input for torch.export (default: 1,3,224,224 or the .pt2's)")
+
     p = sub.add_parser("demo", help=f"compile {DEMO_MODEL}, run it, check it against PyTorch")
     p.add_argument("--model", default=DEMO_MODEL, help=f"zoo spec (default {DEMO_MODEL})")
     p.add_argument("--input-shape", type=_shape, default=DEMO_SHAPE, metavar="N,C,H,W")
@@ -148,7 +159,32 @@ def _cmd_demo(args) -> int:
     return 0 if err <= 1e-4 else 1
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "demo": _cmd_demo}
+def _cmd_prune(args) -> int:
+    import torch  # noqa: PLC0415
+
+    from . import frontend, models, prune  # noqa: PLC0415
+
+    if args.block < 1:
+        raise ValueError(f"--block must be >= 1, got {args.block}")
+    if models.is_spec(args.model) and not os.path.exists(args.model):
+        model = models.from_spec(args.model)
+        shape = args.input_shape or models.DEFAULT_INPUT_SHAPE
+    elif args.model.endswith(".pt2") and os.path.isfile(args.model):
+        ep = torch.export.load(args.model)
+        model = ep.module()
+        shape = args.input_shape or frontend.input_shape_of(ep)
+    else:
+        raise ValueError(f"{args.model}: expected a zoo model name or an existing .pt2 file")
+    prune.magnitude(model, args.sparsity, block=None if args.block == 1 else (args.block, 1))
+    ep = torch.export.export(model, (torch.zeros(shape),))
+    torch.export.save(ep, args.output)
+    if args.verbose:
+        for name, sparsity in prune.weight_sparsity(model).items():
+            print(f"{name:40s} {sparsity:.3f}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "prune": _cmd_prune, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def _torch_layer_names(ep) -> list[str]:
     return names
 
 
-def _input_shape_of(ep) -> tuple[int, ...]:
+def input_shape_of(ep) -> tuple[int, ...]:
     user_inputs = ep.graph_signature.user_inputs
     if len(user_inputs) != 1:
         raise ValueError(f"expected a model with one input tensor, got {len(user_inputs)} inputs "
@@ -89,7 +89,7 @@ def from_exported_program(ep, source: str = "ExportedProgram") -> ImportedModel:
                       and getattr(n.target, "__name__", str(n.target)) not in convert_map})
     if missing:
         raise UnsupportedOperatorError(source, missing)
-    input_shape = _input_shape_of(ep)
+    input_shape = input_shape_of(ep)
     mod = tvm_import(ep, run_ep_decomposition=False)
     return ImportedModel(_fold(mod), input_shape, _torch_layer_names(ep), source)
 

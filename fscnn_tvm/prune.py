@@ -12,11 +12,6 @@ import torch
 from torch import nn
 
 
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv2d and Linear modules in definition order, with their qualified names."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
 def magnitude_mask(weight: np.ndarray, sparsity: float, block: tuple[int, int] | None = None) -> np.ndarray:
     """Boolean keep-mask of ``weight`` (``[OC, ...]``) at ``sparsity`` (exact count, ties by index)."""
     if not 0.0 <= sparsity <= 1.0:
@@ -46,6 +41,16 @@ def magnitude_mask(weight: np.ndarray, sparsity: float, block: tuple[int, int] |
     return keep.reshape(weight.shape)
 
 
+def prunable_parameters(model: nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """Conv (4-D) and linear (2-D) weights by parameter name, in definition order.
+
+    Works on ordinary modules and on the GraphModule of a loaded ``.pt2`` (``ep.module()``),
+    which has no ``nn.Conv2d`` submodules left.
+    """
+    return [(name, p) for name, p in model.named_parameters()
+            if name.endswith("weight") and p.dim() in (2, 4)]
+
+
 def magnitude(model: nn.Module, sparsity: float, skip_first_conv: bool = True,
               block: tuple[int, int] | None = None) -> nn.Module:
     """Prune every conv/linear of ``model`` to ``sparsity`` by weight magnitude; returns ``model``.
@@ -55,17 +60,17 @@ def magnitude(model: nn.Module, sparsity: float, skip_first_conv: bool = True,
     """
     first_conv_seen = False
     with torch.no_grad():
-        for _, layer in prunable_layers(model):
-            if isinstance(layer, nn.Conv2d) and not first_conv_seen:
+        for _, weight in prunable_parameters(model):
+            if weight.dim() == 4 and not first_conv_seen:
                 first_conv_seen = True
                 if skip_first_conv:
                     continue
-            w = layer.weight.detach().cpu().numpy()
-            keep = magnitude_mask(w, sparsity, block)
-            layer.weight.mul_(torch.from_numpy(keep.astype(np.float32)))
+            keep = magnitude_mask(weight.detach().cpu().numpy(), sparsity, block)
+            weight.mul_(torch.from_numpy(keep.astype(np.float32)))
     return model
 
 
 def weight_sparsity(model: nn.Module) -> dict[str, float]:
-    """Fraction of zeros in each conv/linear weight, by qualified module name."""
-    return {name: float((m.weight == 0).float().mean()) for name, m in prunable_layers(model)}
+    """Fraction of zeros in each conv/linear weight, by layer name (parameter name less ``.weight``)."""
+    return {name[: -len(".weight")] if name.endswith(".weight") else name: float((p == 0).float().mean())
+            for name, p in prunable_parameters(model)}

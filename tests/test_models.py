@@ -14,7 +14,7 @@ SHAPE = (1, 3, 64, 64)  # small input keeps CI fast; every layer type is still e
 def test_zoo_model_matches_torch(name, sparsity):
     model = models.from_spec(f"{name}@{sparsity}")
     compiled = check_against_torch(model, SHAPE)
-    n_layers = len(prune.prunable_layers(model))
+    n_layers = len(prune.prunable_parameters(model))
     assert len(compiled.plan) == n_layers, "every conv/linear must be planned (none left to TVM)"
     if sparsity:
         assert compiled.plan[0].sparsity == 0.0  # first conv stays dense

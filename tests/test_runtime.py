@@ -103,3 +103,24 @@ def test_cli_help():
     done = subprocess.run(CLI + ["--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "compile" in done.stdout and "demo" in done.stdout
     assert os.environ.get("CI") is None or done.stderr == ""
+
+
+def test_cli_prune_block_then_compile(tmp_path):
+    """prune --block 8 writes a .pt2 whose weights are block-pruned; compile picks BSR8."""
+    out = tmp_path / "r18.pt2"
+    assert main(["prune", "resnet18", "--sparsity", "0.9", "--block", "8", "--input-shape", "1,3,32,32",
+                 "-o", str(out)]) == 0
+    compiled = fscnn_tvm.compile(str(out))
+    assert compiled.plan[0].kernel == "dense"
+    assert {r.kernel for r in compiled.plan if r.op == "conv2d"} - {"dense"} == {"bsr8"}
+    assert all(abs(r.sparsity - 0.9) < 0.02 for r in compiled.plan[1:])
+    again = tmp_path / "again.pt2"  # a .pt2 can be pruned further (parameters of ep.module())
+    assert main(["prune", str(out), "--sparsity", "0.95", "-o", str(again)]) == 0
+    assert fscnn_tvm.compile(str(again)).plan[1].sparsity == pytest.approx(0.95, abs=0.01)
+
+
+def test_cli_prune_errors(tmp_path, capsys):
+    assert main(["prune", "nope.onnx", "--sparsity", "0.5", "-o", str(tmp_path / "x.pt2")]) == 1
+    assert "nope.onnx: expected a zoo model name or an existing .pt2 file" in capsys.readouterr().err
+    assert main(["prune", "resnet18", "--sparsity", "1.5", "-o", str(tmp_path / "x.pt2")]) == 1
+    assert "sparsity must be in [0, 1], got 1.5" in capsys.readouterr().err
