@@ -18,7 +18,7 @@ from tvm import relax
 
 from . import __version__, frontend, kernels, passes, targets
 from .plan import LayerPlan, format_plan, make_plan
-from .runtime import META_FUNCTION, Runner
+from .runtime import META_FUNCTION, Runner, native_stderr_silenced
 
 log = logging.getLogger("fscnn_tvm")
 
@@ -72,7 +72,8 @@ class CompiledModel(Runner):
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
         os.close(fd)
         try:
-            self.executable.export_library(tmp)
+            with native_stderr_silenced():
+                self.executable.export_library(tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

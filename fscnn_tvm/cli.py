@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 a domain error (bad model, input or option value; one l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -74,31 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced(active: bool):
-    """Silence TVM's C++ log lines (e.g. a warning per saved constant) unless -v."""
-    if not active:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _cmd_compile(args) -> int:
     import fscnn_tvm  # noqa: PLC0415
 
     compiled = fscnn_tvm.compile(args.model, input_shape=args.input_shape, target=args.target,
                                  sparse=args.sparse)
-    with _native_stderr_silenced(not args.verbose):
-        compiled.export_library(args.output)
+    compiled.export_library(args.output)
     if args.verbose:
         print(compiled.explain(), file=sys.stderr)
         print(f"wrote {args.output}", file=sys.stderr)

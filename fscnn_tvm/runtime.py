@@ -6,8 +6,10 @@ explain itself with nothing but the ``.so``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -17,6 +19,21 @@ from tvm import relax
 from .errors import InputError, ModelLoadError
 
 META_FUNCTION = "fscnn_meta"
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Hide TVM's C++ log lines while saving or loading a library (one warning per constant)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _device(device: str):
@@ -87,7 +104,8 @@ def load(path: str, device: str = "cpu") -> Runner:
     if not os.path.isfile(path):
         raise ModelLoadError(f"{path}: no such file")
     try:
-        lib = tvm.runtime.load_module(path)
+        with native_stderr_silenced():
+            lib = tvm.runtime.load_module(path)
     except Exception as err:  # noqa: BLE001 - dlopen / format errors come in many types
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"{path}: cannot load as a compiled model ({first})") from None

@@ -30,7 +30,7 @@ SPARSE_CASES = [
 def test_csr_conv(cin, cout, k, stride, pad, dil, hw, batch, kw, sparsity):
     block = sparsify_(randomize_(ConvBlock(cin, cout, k, stride, pad, dil, **kw)), sparsity, seed=2)
     compiled = check_against_torch(block, (batch, cin, hw, hw), sparse="always")
-    assert compiled.plan[0].kernel == ("csr" if sparsity else "bsr8")
+    assert compiled.plan[0].kernel == "csr"
 
 
 @pytest.mark.parametrize("rows", [4, 8])

@@ -54,6 +54,7 @@ def test_stats_and_block_detection():
     assert sparse.detect_block_rows(blocked) == 8
     empty = np.zeros((8, 4, 1, 1), "float32")
     assert sparse.stats(empty).empty_rows == 8 and sparse.detect_block_rows(empty) == 1
+    assert sparse.detect_block_rows(_weight((32, 16, 3, 3), 0.0)) == 1  # dense: not block-pruned
 
 
 def test_offsets_address_the_phase_planes():

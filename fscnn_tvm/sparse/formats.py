@@ -105,10 +105,13 @@ def stats(weight: np.ndarray, block_rows: tuple[int, ...] = (4, 8)) -> LayerStat
 
 
 def detect_block_rows(weight: np.ndarray, candidates: tuple[int, ...] = (8, 4),
-                      min_fill: float = 0.95) -> int:
-    """Largest ``R`` whose BSR blocks are at least ``min_fill`` full (block-pruned weights), else 1."""
+                      min_fill: float = 0.95, max_density: float = 0.9) -> int:
+    """Largest ``R`` whose BSR blocks are at least ``min_fill`` full (block-pruned weights), else 1.
+
+    Weights denser than ``max_density`` are not pruned at all: their blocks are full trivially.
+    """
     s = stats(weight, candidates)
-    if s.nnz == 0:
+    if s.nnz == 0 or s.density > max_density:
         return 1
     for r in candidates:
         if s.block_fill[r] >= min_fill and weight.shape[0] >= r:
