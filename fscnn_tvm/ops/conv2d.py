@@ -127,6 +127,24 @@ def padded_input(data, spec: Conv2dSpec, width_needed: int):
     return te.compute((n, c, hp, width_needed), body, name="pad")
 
 
+def _conv_tensors(spec: Conv2dSpec, ow_tile: int, weight_shape: tuple, has_bias: bool,
+                  has_residual: bool):
+    """Placeholders, the padded input and the reduce axes both conv layouts share."""
+    spec.validate()
+    kh, kw = spec.kernel
+    owp = -(-spec.out_width // ow_tile) * ow_tile
+    width_needed = max(spec.width + spec.padding[1] + spec.padding[3],
+                       (owp - 1) * spec.stride[1] + (kw - 1) * spec.dilation[1] + 1)
+    data = te.placeholder((spec.batch, spec.in_channels, spec.height, spec.width), "float32", name="data")
+    weight = te.placeholder(weight_shape, "float32", name="weight")
+    bias = te.placeholder((spec.out_channels,), "float32", name="bias") if has_bias else None
+    residual = te.placeholder(spec.out_shape, "float32", name="residual") if has_residual else None
+    inputs = [data, weight] + ([bias] if has_bias else []) + ([residual] if has_residual else [])
+    axes = (te.reduce_axis((0, spec.in_channels // spec.groups), name="rc"),
+            te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx"))
+    return inputs, bias, residual, padded_input(data, spec, width_needed), axes, owp
+
+
 def conv2d_oc_blocked(spec: Conv2dSpec, *, oc_block: int, ow_tile: int, act: str = "none",
                       has_bias: bool = False, has_residual: bool = False):
     """TE tensors of the output-channel-vectorised conv (``oc_vectorizable(spec, oc_block)``).
@@ -134,41 +152,24 @@ def conv2d_oc_blocked(spec: Conv2dSpec, *, oc_block: int, ow_tile: int, act: str
     Returns ``(inputs, output)`` where inputs are the placeholders in call order:
     ``data, weight[, bias][, residual]``.
     """
-    spec.validate()
     if not oc_vectorizable(spec, oc_block):
         raise ValueError(f"conv2d: groups={spec.groups} with {spec.out_channels} output channels "
                          f"cannot use output-channel blocks of {oc_block}")
-    n, ic, oc = spec.batch, spec.in_channels, spec.out_channels
-    icg = ic // spec.groups
-    ocg = oc // spec.groups
-    kh, kw = spec.kernel
-    sh, sw = spec.stride
-    dh, dw = spec.dilation
-    oh, ow = spec.out_height, spec.out_width
-    owp = -(-ow // ow_tile) * ow_tile
-    ocb = -(-oc // oc_block)
-    width_needed = max(spec.width + spec.padding[1] + spec.padding[3], (owp - 1) * sw + (kw - 1) * dw + 1)
-
-    data = te.placeholder((n, ic, spec.height, spec.width), "float32", name="data")
-    weight = te.placeholder((ocb, icg, kh, kw, oc_block), "float32", name="weight")
-    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
-    residual = te.placeholder(spec.out_shape, "float32", name="residual") if has_residual else None
-    xp = padded_input(data, spec, width_needed)
-
-    rc = te.reduce_axis((0, icg), name="rc")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
+    icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ocb = -(-spec.out_channels // oc_block)
+    inputs, bias, residual, xp, (rc, ry, rx), owp = _conv_tensors(
+        spec, ow_tile, (ocb, icg, *spec.kernel, oc_block), has_bias, has_residual)
+    weight = inputs[1]
 
     def conv(b, cb, y, x, v):
         group_base = 0 if spec.groups == 1 else (cb * oc_block // ocg) * icg
         return te.sum(xp[b, group_base + rc, y * sh + ry * dh, x * sw + rx * dw]
                       * weight[cb, rc, ry, rx, v], axis=[rc, ry, rx])
 
-    acc = te.compute((n, ocb, oh, owp, oc_block), conv, name="conv")
+    acc = te.compute((spec.batch, ocb, spec.out_height, owp, oc_block), conv, name="conv")
     out = epilogue(spec.out_shape, lambda b, c, y, x: acc[b, c // oc_block, y, x, c % oc_block],
                    bias, residual, act)
-    inputs = [data, weight] + ([bias] if bias is not None else []) + (
-        [residual] if residual is not None else [])
     return inputs, out
 
 
@@ -179,32 +180,16 @@ def conv2d_spatial(spec: Conv2dSpec, *, ow_tile: int, act: str = "none", has_bia
     Weight is plain OIHW ``[OC, ICg, KH, KW]``. The output is computed over ``OWp`` columns and
     cropped by the epilogue. Inputs in call order: ``data, weight[, bias][, residual]``.
     """
-    spec.validate()
-    n, ic, oc = spec.batch, spec.in_channels, spec.out_channels
-    icg, ocg = ic // spec.groups, oc // spec.groups
-    kh, kw = spec.kernel
-    sh, sw = spec.stride
-    dh, dw = spec.dilation
-    oh, ow = spec.out_height, spec.out_width
-    owp = -(-ow // ow_tile) * ow_tile
-    width_needed = max(spec.width + spec.padding[1] + spec.padding[3], (owp - 1) * sw + (kw - 1) * dw + 1)
-
-    data = te.placeholder((n, ic, spec.height, spec.width), "float32", name="data")
-    weight = te.placeholder((oc, icg, kh, kw), "float32", name="weight")
-    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
-    residual = te.placeholder(spec.out_shape, "float32", name="residual") if has_residual else None
-    xp = padded_input(data, spec, width_needed)
-
-    rc = te.reduce_axis((0, icg), name="rc")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
+    icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    inputs, bias, residual, xp, (rc, ry, rx), owp = _conv_tensors(
+        spec, ow_tile, (spec.out_channels, icg, *spec.kernel), has_bias, has_residual)
+    weight = inputs[1]
     acc = te.compute(
-        (n, oc, oh, owp),
+        (spec.batch, spec.out_channels, spec.out_height, owp),
         lambda b, c, y, x: te.sum(
             xp[b, (c // ocg) * icg + rc, y * sh + ry * dh, x * sw + rx * dw] * weight[c, rc, ry, rx],
             axis=[rc, ry, rx]),
         name="conv")
     out = epilogue(spec.out_shape, lambda b, c, y, x: acc[b, c, y, x], bias, residual, act)
-    inputs = [data, weight] + ([bias] if bias is not None else []) + (
-        [residual] if residual is not None else [])
     return inputs, out
