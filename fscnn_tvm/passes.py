@@ -93,15 +93,6 @@ def _bindings(func: relax.Function) -> list[relax.VarBinding]:
     return out
 
 
-def _use_counts(func: relax.Function) -> dict:
-    counts: dict = {}
-    exprs = [b.value for b in _bindings(func)] + [func.body.body]
-    for expr in exprs:
-        for var in relax.analysis.free_vars(expr):
-            counts[var] = counts.get(var, 0) + 1
-    return counts
-
-
 def _head_layer(binding: relax.VarBinding, index: int) -> Layer | None:
     call = binding.value
     if not isinstance(call, relax.Call) or _dtype(binding.var) != "float32":
@@ -159,6 +150,8 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
     if call.op in (ADD, SUBTRACT, MULTIPLY, DIVIDE) and layer.act == "none":
         const_first = not call.args[0].same_as(layer.tail)
         other = call.args[0] if const_first else call.args[1]
+        if other.same_as(layer.tail):  # y + y: not an epilogue of y
+            return False
         arr = _const_array(other)
         if arr is not None:
             if not (affine_open and _fold_affine(layer, call.op, arr, const_first)):
@@ -185,9 +178,8 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
 def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer]:
     """The conv2d/linear layers of ``mod["main"]`` with their fusable epilogues, in graph order."""
     func = mod["main"]
-    uses = _use_counts(func)
     bindings = _bindings(func)
-    users: dict = {}
+    users: dict = {}  # var -> bindings reading it (a DataflowVar is never read outside its block)
     for b in bindings:
         for var in relax.analysis.free_vars(b.value):
             users.setdefault(var, []).append(b)
@@ -197,8 +189,7 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
         layer = _head_layer(binding, len(layers))
         if layer is None:
             continue
-        while (isinstance(layer.tail, relax.DataflowVar) and uses.get(layer.tail, 0) == 1
-               and len(users.get(layer.tail, [])) == 1
+        while (isinstance(layer.tail, relax.DataflowVar) and len(users.get(layer.tail, [])) == 1
                and users[layer.tail][0].var not in claimed
                and _extend(layer, users[layer.tail][0])):
             pass

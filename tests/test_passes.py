@@ -38,3 +38,20 @@ def test_batch_norm_after_biased_conv_is_folded():
     (layer,) = passes.find_layers(imported.mod)
     assert layer.act == "relu" and layer.bias is not None
     check_against_torch(model, (1, 4, 6, 6))
+
+
+class _Doubled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.relu(y + y)
+
+
+def test_value_added_to_itself_is_not_a_residual():
+    model = randomize_(_Doubled())
+    (layer,) = passes.find_layers(frontend.import_model(model, (1, 4, 6, 6)).mod)
+    assert layer.residual is None
+    check_against_torch(model, (1, 4, 6, 6))
