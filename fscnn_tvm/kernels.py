@@ -106,17 +106,32 @@ def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> 
     return best * lanes
 
 
+CHUNK_CHANNELS = 32  # input channels per chunk (benchmarks/RESULTS.md, chunking A/B)
+
+
+def sparse_conv_chunks(spec: conv_ops.Conv2dSpec, tile: int) -> int:  # noqa: ARG001
+    """Input-channel chunks of a sparse conv (1 = no split).
+
+    Measured on one core at 90% sparsity: splitting 3x3 layers into chunks of 32 input channels
+    keeps a tile's input windows of one chunk near L1 while every output channel sweeps them
+    (1.07-1.33x); 1x1 layers have too few nonzeros per (row, chunk) and get slower, so they
+    are not split.
+    """
+    if spec.kernel == (1, 1):
+        return 1
+    return max(1, -(-spec.in_channels // CHUNK_CHANNELS))
+
+
 def _sparse_conv(layer: Layer, block_rows: int, lanes: int) -> Kernel:
     spec = conv_spec(layer)
-    layout = sparse_conv_ops.SparseConvLayout(spec, sparse_conv_tile(spec, block_rows, lanes), block_rows)
+    tile = sparse_conv_tile(spec, block_rows, lanes)
+    layout = sparse_conv_ops.SparseConvLayout(spec, tile, block_rows, sparse_conv_chunks(spec, tile))
     has_residual = layer.residual is not None
     func = sparse_conv_ops.sparse_conv2d(layout, layer.act, has_residual).with_attrs(
-        {"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": lanes, "fscnn.block_rows": block_rows,
-         "op_pattern": OPAQUE})
-    fmt = sparse.csr_from_dense(layer.weight) if block_rows == 1 else sparse.bsr_from_dense(
-        layer.weight, block_rows)
+        {"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": lanes, "op_pattern": OPAQUE})
+    indptr, cols, values = sparse.chunked(layer.weight, layout.chunks, block_rows)
     bias = layer.bias if layer.bias is not None else np.zeros(spec.out_channels, "float32")
-    constants = [fmt.indptr, layout.offsets(fmt.cols), fmt.values.reshape(-1), bias]
+    constants = [indptr, layout.offsets(cols), values.reshape(-1), bias]
     key = ("sparse_conv2d", layout, layer.act, has_residual)
     return Kernel(func, constants, key, "fscnn_csr_conv2d" if block_rows == 1 else f"fscnn_bsr{block_rows}_conv2d")
 

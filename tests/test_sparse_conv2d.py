@@ -22,6 +22,7 @@ SPARSE_CASES = [
     pytest.param(16, 24, 3, 1, 2, 2, 12, 1, {}, id="3x3-dilation2"),
     pytest.param(16, 16, 3, 1, 3, 1, 6, 1, {}, id="3x3-pad3"),
     pytest.param(8, 16, 3, 1, 0, 1, 5, 1, {}, id="3x3-nopad-small"),
+    pytest.param(80, 24, 3, 2, 1, 1, 11, 2, {}, id="3x3-stride2-3-uneven-chunks"),
 ]
 
 
@@ -100,7 +101,7 @@ def test_sparse_kernel_inner_loop_is_vectorized():
 
     tgt = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
     func = sparse_conv2d(SparseConvLayout(Conv2dSpec(1, 16, 14, 14, 16, (3, 3), padding=(1, 1, 1, 1)), 224))
-    func = func.with_attrs({"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": 16, "fscnn.block_rows": 1})
+    func = func.with_attrs({"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": 16})
     asm = tvm.compile(tvm.IRModule({"main": schedule_func(func, tgt)}), tgt).mod.inspect_source("asm")
     assert "vbroadcastss" in asm and "vfmadd231ps" in asm and "zmm" in asm
 
@@ -125,3 +126,12 @@ def test_stride2_1x1_stages_one_phase_plane():
     assert SparseConvLayout(Conv2dSpec(1, 8, 8, 8, 8, (1, 1), stride=(2, 2)), 16).phases == [(0, 0)]
     three = SparseConvLayout(Conv2dSpec(1, 8, 8, 8, 8, (3, 3), stride=(2, 2)), 16)
     assert len(three.phases) == 4
+
+
+def test_chunk_rule():
+    from fscnn_tvm.kernels import sparse_conv_chunks
+    from fscnn_tvm.ops.conv2d import Conv2dSpec
+
+    assert sparse_conv_chunks(Conv2dSpec(1, 80, 8, 8, 8, (3, 3)), 224) == 3
+    assert sparse_conv_chunks(Conv2dSpec(1, 1024, 8, 8, 8, (1, 1)), 224) == 1
+    assert sparse_conv_chunks(Conv2dSpec(1, 16, 8, 8, 8, (3, 3)), 224) == 1

@@ -65,3 +65,16 @@ def test_offsets_address_the_phase_planes():
     col = np.array([(1 * 3 + 2) * 3 + 1])
     expected = ((0 * 2 + 1) * 3 + 1) * 36 + 1 * 6 + 0
     assert layout.offsets(col)[0] == expected
+
+
+def test_chunked_rows_cover_the_weight():
+    w = _weight((10, 7, 3, 3), 0.7, seed=4)
+    indptr, cols, values = sparse.chunked(w, 3)  # 7 channels: chunks of 3, 3, 1
+    assert indptr.shape == (31,) and indptr[-1] == np.count_nonzero(w)
+    rebuilt = np.zeros((10, 63), "float32")
+    for k in range(3):
+        for r in range(10):
+            lo, hi = indptr[k * 10 + r], indptr[k * 10 + r + 1]
+            assert ((cols[lo:hi] // 9) // 3 == k).all()  # chunk k holds channels [3k, 3k+3)
+            rebuilt[r, cols[lo:hi]] = values[lo:hi]
+    np.testing.assert_array_equal(rebuilt, w.reshape(10, -1))

@@ -19,9 +19,13 @@ over ``(n, tile, row)`` and an inner reduction block ``C`` whose extent is the r
 count. ``schedules/x86/sparse_conv2d.py`` tiles ``C`` into registers.
 
 Arguments in call order:
-``data [N, IC, H, W]``, ``indptr [rows+1] int32``, ``offsets [nnz] int32``,
+``data [N, IC, H, W]``, ``indptr [chunks*rows+1] int32``, ``offsets [nnz] int32``,
 ``values [nnz] (CSR) | [nnzb*R] (BSR)``, ``bias [OC]``, (``residual [N, OC, OH, OW]``), output.
 ``rows`` is OC (CSR) or ceil(OC/R) (BSR); ``nnz`` is symbolic, so layers of one shape share code.
+
+With ``chunks > 1`` the reduction is split by input-channel chunk (row ``chunk*rows + r``): per
+tile, every row sweeps one chunk's input windows while they are in L1, and the tile's partial sum
+is carried in ``Cp`` from one chunk to the next (the accumulator's init reads it back).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class SparseConvLayout:
     spec: Conv2dSpec
     tile: int  # outputs per (row, tile) step: the register tile, a multiple of the vector width
     block_rows: int = 1  # 1: CSR; R > 1: BSR with R output channels per block
+    chunks: int = 1  # input-channel chunks: rows are (chunk, row), partial sums carried in Cp
 
     def __post_init__(self):
         if self.spec.stride[0] != self.spec.stride[1]:
@@ -94,6 +99,10 @@ class SparseConvLayout:
     @property
     def rows(self) -> int:
         return -(-self.spec.out_channels // self.block_rows)
+
+    @property
+    def chunk_channels(self) -> int:
+        return -(-self.spec.in_channels // self.chunks)
 
     @property
     def flat_len(self) -> int:
@@ -168,37 +177,51 @@ def sparse_conv2d_script(layout: SparseConvLayout, act: str = "none", has_residu
     res_arg = f'residual: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32"), ' if has_residual else ""
     res_term = " + residual[vn, voc, voh, vow]" if has_residual else ""
     value = f"Cp[vn, voc, voh * {ws} + vow] + bias[voc]{res_term}"
+    k = layout.chunks
+    row = f"vch * {rows} + vrow"
+    nz = f"indptr[{row} + 1] - indptr[{row}]"
+    x_at = f"Xp[vn * {xs} + offsets[indptr[{row}] + vj] + vpo * {pt} + vpi]"
     if r == 1:
         vals_shape = "(nnz,)"
-        row_loops = f"""            for pi, j in T.grid({pt}, indptr[vrow + 1] - indptr[vrow]):
+        row_loops = f"""            acc = T.sblock_alloc_buffer(({pt},), scope="local")
+            for pi, j in T.grid({pt}, {nz}):
                 with T.sblock("C"):
                     vpi = T.axis.spatial({pt}, pi)
-                    vj = T.axis.reduce(indptr[vrow + 1] - indptr[vrow], j)
+                    vj = T.axis.reduce({nz}, j)
                     with T.init():
-                        Cp[vn, vrow, vpo * {pt} + vpi] = T.float32(0)
-                    Cp[vn, vrow, vpo * {pt} + vpi] = Cp[vn, vrow, vpo * {pt} + vpi] + values[indptr[vrow] + vj] * Xp[vn * {xs} + offsets[indptr[vrow] + vj] + vpo * {pt} + vpi]"""
+                        acc[vpi] = T.if_then_else(vch == 0, T.float32(0), Cp[vn, vrow, vpo * {pt} + vpi])
+                    acc[vpi] = acc[vpi] + values[indptr[{row}] + vj] * {x_at}
+            for pi in range({pt}):
+                with T.sblock("store"):
+                    vpi = T.axis.spatial({pt}, pi)
+                    Cp[vn, vrow, vpo * {pt} + vpi] = acc[vpi]"""
     else:
         vals_shape = f"(nnz * {r},)"
-        row_loops = f"""            for rr, pi, j in T.grid({r}, {pt}, indptr[vrow + 1] - indptr[vrow]):
+        row_loops = f"""            acc = T.sblock_alloc_buffer(({r}, {pt}), scope="local")
+            for rr, pi, j in T.grid({r}, {pt}, {nz}):
                 with T.sblock("C"):
                     vr = T.axis.spatial({r}, rr)
                     vpi = T.axis.spatial({pt}, pi)
-                    vj = T.axis.reduce(indptr[vrow + 1] - indptr[vrow], j)
+                    vj = T.axis.reduce({nz}, j)
                     with T.init():
-                        Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi] = T.float32(0)
-                    Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi] = Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi] + values[(indptr[vrow] + vj) * {r} + vr] * Xp[vn * {xs} + offsets[indptr[vrow] + vj] + vpo * {pt} + vpi]"""
+                        acc[vr, vpi] = T.if_then_else(vch == 0, T.float32(0), Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi])
+                    acc[vr, vpi] = acc[vr, vpi] + values[(indptr[{row}] + vj) * {r} + vr] * {x_at}
+            for rr, pi in T.grid({r}, {pt}):
+                with T.sblock("store"):
+                    vr, vpi = T.axis.remap("SS", [rr, pi])
+                    Cp[vn, vrow * {r} + vr, vpo * {pt} + vpi] = acc[vr, vpi]"""
     return f"""
 # from tvm.script import tirx as T
 @T.prim_func(s_tir=True)
-def main(data: T.Buffer(({n}, {ic}, {h}, {w}), "float32"), indptr: T.Buffer(({rows + 1},), "int32"), offsets_h: T.handle, values_h: T.handle, bias: T.Buffer(({oc},), "float32"), {res_arg}out: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32")):
+def main(data: T.Buffer(({n}, {ic}, {h}, {w}), "float32"), indptr: T.Buffer(({k * rows + 1},), "int32"), offsets_h: T.handle, values_h: T.handle, bias: T.Buffer(({oc},), "float32"), {res_arg}out: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32")):
     T.func_attr({{"tirx.noalias": True}})
     nnz = T.int32()
     offsets = T.match_buffer(offsets_h, (nnz,), "int32")
     values = T.match_buffer(values_h, {vals_shape}, "float32")
     Cp = T.alloc_buffer(({n}, {cp_rows}, {pad_len}), "float32")
-{_staging(layout)}    for b, po, row in T.grid({n}, {layout.tiles}, {rows}):
+{_staging(layout)}    for b, po, ch, row in T.grid({n}, {layout.tiles}, {k}, {rows}):
         with T.sblock("row"):
-            vn, vpo, vrow = T.axis.remap("SSS", [b, po, row])
+            vn, vpo, vch, vrow = T.axis.remap("SSSS", [b, po, ch, row])
 {row_loops}
     for b, c, y, x in T.grid({n}, {oc}, {oh}, {ow}):
         with T.sblock("out"):

@@ -1,4 +1,6 @@
 """Sparse weight formats (numpy only): CSR and BSR over output channels, offsets, statistics."""
-from .formats import BSR, CSR, LayerStats, bsr_from_dense, csr_from_dense, detect_block_rows, stats
+from .formats import (BSR, CSR, LayerStats, bsr_from_dense, chunked, csr_from_dense, detect_block_rows,
+                      stats)
 
-__all__ = ["BSR", "CSR", "LayerStats", "bsr_from_dense", "csr_from_dense", "detect_block_rows", "stats"]
+__all__ = ["BSR", "CSR", "LayerStats", "bsr_from_dense", "chunked", "csr_from_dense", "detect_block_rows",
+           "stats"]

@@ -42,6 +42,28 @@ class BSR:
         return int(self.indptr[-1])
 
 
+def chunked(weight: np.ndarray, chunks: int, block_rows: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (``block_rows`` 1) or BSR arrays whose rows are ``(chunk, row)``: chunk ``k`` holds the
+    columns of input channels ``[k*C, (k+1)*C)`` (``C = ceil(IC / chunks)``), with columns
+    numbered as in the whole weight. Returns ``indptr [chunks*rows+1], cols, values``."""
+    per = int(np.prod(weight.shape[2:], dtype=np.int64))
+    step = -(-weight.shape[1] // chunks)
+    indptr, cols, values = [np.zeros(1, np.int32)], [], []
+    for k in range(chunks):
+        part = weight[:, k * step:(k + 1) * step]
+        fmt = csr_from_dense(part) if block_rows == 1 else bsr_from_dense(part, block_rows)
+        count = int(fmt.indptr[-1])
+        indptr.append(fmt.indptr[1:] + indptr[-1][-1])
+        cols.append(fmt.cols[:count] + k * step * per)
+        values.append(fmt.values[:count])
+    flat_cols = np.concatenate(cols).astype(np.int32)
+    flat_values = np.concatenate(values).astype(np.float32)
+    if not flat_cols.size:  # TVM buffers cannot be empty
+        flat_cols = np.zeros(1, np.int32)
+        flat_values = np.zeros((1,) + ((block_rows,) if block_rows > 1 else ()), np.float32)
+    return np.concatenate(indptr).astype(np.int32), flat_cols, flat_values
+
+
 def _as_matrix(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight.reshape(weight.shape[0], -1), dtype=np.float32)
 

@@ -1,16 +1,18 @@
 """x86 schedule of the direct sparse conv2d in ``fscnn_tvm/ops/sparse_conv2d.py``.
 
-Per (image, tile, row): the tile's ``PT = TV x lanes`` outputs live in ``TV`` vector registers
-(BSR: ``R x TV``) while the row's nonzeros stream by; per nonzero one broadcast of the weight and
-``TV`` FMAs with contiguous (stride 1) input loads. Accumulators are a ``local`` cache written back
-once per tile; the zero-fill, the padded copy and the crop/epilogue are vectorised, and the
-(image, tile, row) loops run in parallel.
+Per (image, tile, chunk, row): the tile's ``PT = TV x lanes`` outputs live in ``TV`` vector
+registers (BSR: ``R x TV``) while the row's nonzeros stream by; per nonzero one broadcast of the
+weight and ``TV`` FMAs with contiguous input loads. The accumulator starts from zero (first chunk)
+or the tile's partial sum and is stored once per (tile, chunk, row); the zero-fill, the input
+staging and the crop/epilogue are vectorised.
 """
 from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from .conv2d import _loops_below, _unroll_vectorize
+from .conv2d import _unroll_vectorize
+
+MIN_PARALLEL_TILES = 8  # fewer (image, tile) pairs than this: parallelise over rows instead
 
 
 def _vectorized_copy_stages(sch: s_tir.Schedule, lanes: int) -> None:
@@ -35,28 +37,27 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     if not func.attrs or func.attrs.get("fscnn.kernel") != "sparse_conv2d":
         return None
     vl = int(func.attrs["fscnn.lanes"])
-    block_rows = int(func.attrs["fscnn.block_rows"])
-    sch = s_tir.Schedule(func)
-    row = sch.get_sblock("row")
-    sch.parallel(sch.fuse(*sch.get_loops(row)))
-    c = sch.get_sblock("C")
-    if block_rows == 1:
-        pi, j = sch.get_loops(c)
-        pm, pt, pv = sch.split(pi, [1, None, vl])
-        sch.reorder(pm, j, pt, pv)
-        inner = [pt, pv]
+    # The row block reads Cp (a chunk's partial sum) and writes it back, which s_tir's parallel
+    # check rejects; chunks of one tile run serially in either choice below, so no two threads
+    # touch the same outputs.
+    sch = s_tir.Schedule(func, enable_check=False)
+    b, po, ch, row = sch.get_loops(sch.get_sblock("row"))
+    # Chunks of one (image, tile) accumulate into the same outputs, so they stay serial:
+    # parallel over tiles when there are enough of them, else over rows within a chunk.
+    if int(sch.get(b).extent) * int(sch.get(po).extent) >= MIN_PARALLEL_TILES:
+        sch.parallel(sch.fuse(b, po))
     else:
-        r, pi, j = sch.get_loops(c)
-        pm, pt, pv = sch.split(pi, [1, None, vl])
-        sch.reorder(pm, j, r, pt, pv)
-        inner = [r, pt, pv]
-    cache = sch.cache_write(c, 0, "local")
-    sch.reverse_compute_at(cache, pm)  # the tile's accumulators, written back once
-    sch.vectorize(inner[-1])
-    for lp in inner[:-1]:
+        sch.parallel(row)
+    c = sch.get_sblock("C")
+    *spatial, pi, j = sch.get_loops(c)  # CSR: (pi, j); BSR: (r, pi, j)
+    pt, pv = sch.split(pi, [None, vl])
+    sch.reorder(j, *spatial, pt, pv)
+    sch.vectorize(pv)
+    for lp in (*spatial, pt):
         sch.unroll(lp)
     init = sch.decompose_reduction(c, j)  # after vectorize/unroll (TVM_NOTES 7)
-    for block in (init, cache):
-        _unroll_vectorize(sch, _loops_below(sch, block, pm))
+    _unroll_vectorize(sch, sch.get_loops(init))
+    *store_outer, store_pi = sch.get_loops(sch.get_sblock("store"))
+    _unroll_vectorize(sch, [*store_outer, *sch.split(store_pi, [None, vl])])
     _vectorized_copy_stages(sch, lanes)
     return sch.mod["main"]
