@@ -73,7 +73,8 @@ def bench_model(spec: str, shape, rounds: int, threads: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="vgg16,resnet50")
-    parser.add_argument("--sparsity", default="0", help="comma-separated sparsities (0 = unpruned)")
+    parser.add_argument("--sparsity", default="0",
+                        help="comma-separated sparsities (0 = unpruned; 0.9:8x1 = block-pruned)")
     parser.add_argument("--input-shape", default="1,3,224,224")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     rows = []
     for name in args.models.split(","):
         for sp in args.sparsity.split(","):
-            spec = name if float(sp) == 0 else f"{name}@{sp}"
+            spec = name if sp in ("0", "0.0") else f"{name}@{sp}"  # e.g. 0.9 or 0.9:8x1 (block)
             print(f"... {spec}", file=sys.stderr, flush=True)
             rows.append(bench_model(spec, shape, args.rounds, args.threads))
     print(f"\ninput {shape}, {args.threads} thread(s), median of {args.rounds} interleaved rounds\n")

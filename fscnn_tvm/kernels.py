@@ -109,15 +109,15 @@ def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> 
 CHUNK_CHANNELS = 32  # input channels per chunk (benchmarks/RESULTS.md, chunking A/B)
 
 
-def sparse_conv_chunks(spec: conv_ops.Conv2dSpec, tile: int) -> int:  # noqa: ARG001
+def sparse_conv_chunks(spec: conv_ops.Conv2dSpec, block_rows: int) -> int:
     """Input-channel chunks of a sparse conv (1 = no split).
 
-    Measured on one core at 90% sparsity: splitting 3x3 layers into chunks of 32 input channels
-    keeps a tile's input windows of one chunk near L1 while every output channel sweeps them
-    (1.07-1.33x); 1x1 layers have too few nonzeros per (row, chunk) and get slower, so they
-    are not split.
+    Measured on one core at 90% sparsity: splitting CSR 3x3 layers into chunks of 32 input
+    channels keeps a tile's input windows of one chunk near L1 while every output channel sweeps
+    them (1.07-1.33x). 1x1 layers have too few nonzeros per (row, chunk), and BSR is bound by its
+    FMAs, not by loads (reloading 24 accumulators per chunk cost it 1.2-1.5x): neither is split.
     """
-    if spec.kernel == (1, 1):
+    if spec.kernel == (1, 1) or block_rows > 1:
         return 1
     return max(1, -(-spec.in_channels // CHUNK_CHANNELS))
 
@@ -125,7 +125,7 @@ def sparse_conv_chunks(spec: conv_ops.Conv2dSpec, tile: int) -> int:  # noqa: AR
 def _sparse_conv(layer: Layer, block_rows: int, lanes: int) -> Kernel:
     spec = conv_spec(layer)
     tile = sparse_conv_tile(spec, block_rows, lanes)
-    layout = sparse_conv_ops.SparseConvLayout(spec, tile, block_rows, sparse_conv_chunks(spec, tile))
+    layout = sparse_conv_ops.SparseConvLayout(spec, tile, block_rows, sparse_conv_chunks(spec, block_rows))
     has_residual = layer.residual is not None
     func = sparse_conv_ops.sparse_conv2d(layout, layer.act, has_residual).with_attrs(
         {"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": lanes, "op_pattern": OPAQUE})

@@ -132,6 +132,7 @@ def test_chunk_rule():
     from fscnn_tvm.kernels import sparse_conv_chunks
     from fscnn_tvm.ops.conv2d import Conv2dSpec
 
-    assert sparse_conv_chunks(Conv2dSpec(1, 80, 8, 8, 8, (3, 3)), 224) == 3
-    assert sparse_conv_chunks(Conv2dSpec(1, 1024, 8, 8, 8, (1, 1)), 224) == 1
-    assert sparse_conv_chunks(Conv2dSpec(1, 16, 8, 8, 8, (3, 3)), 224) == 1
+    assert sparse_conv_chunks(Conv2dSpec(1, 80, 8, 8, 8, (3, 3)), 1) == 3
+    assert sparse_conv_chunks(Conv2dSpec(1, 80, 8, 8, 8, (3, 3)), 8) == 1  # BSR is not split
+    assert sparse_conv_chunks(Conv2dSpec(1, 1024, 8, 8, 8, (1, 1)), 1) == 1
+    assert sparse_conv_chunks(Conv2dSpec(1, 16, 8, 8, 8, (3, 3)), 1) == 1
