@@ -1,8 +1,9 @@
-"""From a planned layer to a kernel: the PrimFunc (TE compute), its knobs, and its constant args.
+"""From a planned layer to a kernel: the PrimFunc (compute from ``ops/``), its knobs, its constants.
 
-The knobs (register tile, output-channel block) come from the target's tile rule in
-``schedules/<target>/``; the same knobs are stored on the PrimFunc as ``fscnn.*`` attributes so
-the schedule rule that later picks the function up applies the matching schedule.
+The knobs (register tile, output-channel block, input-channel chunks) are chosen here from the
+target's vector width and measured rules; they shape the compute and are stored on the PrimFunc
+as ``fscnn.*`` attributes, so the schedule rule in ``schedules/<target>/`` that picks the
+function up applies the matching schedule.
 """
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import numpy as np
 import tvm
 from tvm import te
 
-from . import targets
-from . import sparse
+from . import sparse, targets
 from .ops import conv2d as conv_ops
 from .ops import dense as dense_ops
 from .ops import sparse_conv2d as sparse_conv_ops
@@ -34,9 +34,8 @@ class Kernel:
 def conv_spec(layer: Layer) -> conv_ops.Conv2dSpec:
     n, c, h, w = layer.in_shape
     a = layer.attrs
-    top, left, bottom, right = a["padding"]
     return conv_ops.Conv2dSpec(n, c, h, w, layer.out_shape[1], tuple(layer.weight.shape[2:]),
-                               a["stride"], (top, left, bottom, right), a["dilation"], a["groups"])
+                               a["stride"], a["padding"], a["dilation"], a["groups"])
 
 
 def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
