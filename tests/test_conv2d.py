@@ -92,6 +92,8 @@ def test_tile_choice_reads_vector_width():
     assert oc_block == 8 and ow_tile * oc_block // 8 <= 10  # AVX2: 16 registers
     small = Conv2dSpec(1, 512, 7, 7, 512, (3, 3), padding=(1, 1, 1, 1))
     assert conv_tile(small, 16) == ("conv2d_oc_blocked", 7, 32)
+    stem = Conv2dSpec(1, 3, 224, 224, 64, (7, 7), stride=(2, 2), padding=(3, 3, 3, 3))
+    assert conv_tile(stem, 16) == ("conv2d_oc_blocked", 7, 32)
     depthwise = Conv2dSpec(1, 32, 16, 16, 32, (3, 3), padding=(1, 1, 1, 1), groups=32)
     assert conv_tile(depthwise, 16)[0] == "conv2d_spatial"
 
