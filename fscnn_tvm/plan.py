@@ -86,10 +86,10 @@ def _epilogue(layer: Layer) -> str:
     return "+".join(parts) or "-"
 
 
-def make_plan(layers: list[Layer], sparse: str = "auto") -> list[LayerPlan]:
+def make_plan(layers: list[Layer], sparse_mode: str = "auto") -> list[LayerPlan]:
     rows = []
     for layer in layers:
-        kernel, reason = decide(layer, sparse)
+        kernel, reason = decide(layer, sparse_mode)
         conv = layer.op == "conv2d"
         rows.append(LayerPlan(
             index=layer.index, name=layer.name, op=layer.op, in_shape=layer.in_shape,
