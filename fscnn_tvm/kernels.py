@@ -99,10 +99,9 @@ def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> 
     CSR picks 7..14 vectors to waste the fewest outputs past the flat row count (an exact fit
     lets 1x1 layers read their input in place).
     """
-    layout_rows = sparse_conv_ops.SparseConvLayout(spec, lanes, block_rows)
-    flat = spec.out_height * layout_rows.ws
     if block_rows > 1:
         return max(1, 24 // block_rows) * lanes
+    flat = spec.out_height * sparse_conv_ops.SparseConvLayout(spec, lanes).ws
     best = min(range(7, 15), key=lambda tv: (-(-flat // (tv * lanes)) * tv * lanes, -tv))
     return best * lanes
 

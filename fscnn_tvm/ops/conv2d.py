@@ -25,6 +25,9 @@ import numpy as np
 from tvm import te, tirx
 
 ACTIVATIONS = ("none", "relu", "relu6")
+# The same activations as TVMScript expressions, for the kernels generated as script text.
+ACTIVATION_SCRIPT = {"none": "{v}", "relu": "T.max({v}, T.float32(0))",
+                     "relu6": "T.min(T.max({v}, T.float32(0)), T.float32(6))"}
 
 
 @dataclass(frozen=True)

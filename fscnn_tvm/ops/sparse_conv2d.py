@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 
+from .conv2d import ACTIVATION_SCRIPT as _ACT
 from .conv2d import Conv2dSpec
 
 
@@ -124,10 +125,6 @@ class SparseConvLayout:
             raise ValueError(f"sparse_conv2d: input {self.spec.batch}x{self.spec.in_channels}x"
                              f"{self.hp}x{self.wp} is too large for int32 offsets")
         return offs.astype(np.int32)
-
-
-_ACT = {"none": "{v}", "relu": "T.max({v}, T.float32(0))",
-        "relu6": "T.min(T.max({v}, T.float32(0)), T.float32(6))"}
 
 
 def _staging(layout: SparseConvLayout) -> str:

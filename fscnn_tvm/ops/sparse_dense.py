@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import tvm
 
-_ACT = {"none": "{v}", "relu": "T.max({v}, T.float32(0))",
-        "relu6": "T.min(T.max({v}, T.float32(0)), T.float32(6))"}
+from .conv2d import ACTIVATION_SCRIPT as _ACT
 
 
 def sparse_dense_script(batch: int, in_features: int, out_features: int, lanes: int,
