@@ -180,7 +180,7 @@ def sparse_conv2d_script(layout: SparseConvLayout, act: str = "none", has_residu
     x_at = f"Xp[vn * {xs} + offsets[indptr[{row}] + vj] + vpo * {pt} + vpi]"
     if r == 1:
         vals_shape = "(nnz,)"
-        row_loops = f"""            acc = T.sblock_alloc_buffer(({pt},), scope="local")
+        row_loops = f"""            acc = T.sblock_alloc_buffer(({pt},), scope="global")
             for pi, j in T.grid({pt}, {nz}):
                 with T.sblock("C"):
                     vpi = T.axis.spatial({pt}, pi)
@@ -194,7 +194,7 @@ def sparse_conv2d_script(layout: SparseConvLayout, act: str = "none", has_residu
                     Cp[vn, vrow, vpo * {pt} + vpi] = acc[vpi]"""
     else:
         vals_shape = f"(nnz * {r},)"
-        row_loops = f"""            acc = T.sblock_alloc_buffer(({r}, {pt}), scope="local")
+        row_loops = f"""            acc = T.sblock_alloc_buffer(({r}, {pt}), scope="global")
             for rr, pi, j in T.grid({r}, {pt}, {nz}):
                 with T.sblock("C"):
                     vr = T.axis.spatial({r}, rr)

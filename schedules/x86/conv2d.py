@@ -25,7 +25,7 @@ def _schedule_pad(sch: s_tir.Schedule) -> None:
 def _finish_tile(sch: s_tir.Schedule, conv, xo, reduce_outer) -> None:
     """Accumulators in registers, epilogue at the tile, init split off and vectorised."""
     sch.reverse_compute_at(sch.get_sblock("out"), xo)
-    sch.set_scope(conv, 0, "local")
+    sch.set_scope(conv, 0, "global")  # "local" lowers to a heap workspace per tile; "global" to stack
     init = sch.decompose_reduction(conv, reduce_outer)  # after vectorize/unroll (TVM_NOTES 7)
     for block in (init, sch.get_sblock("out")):
         _unroll_vectorize(sch, _loops_below(sch, block, xo))
