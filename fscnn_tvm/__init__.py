@@ -16,16 +16,18 @@ __version__ = "0.1.0"
 __all__ = ["compile", "load", "models", "prune", "__version__"]
 
 
-def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None):  # noqa: A001
+def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, profile=None):  # noqa: A001
     """Compile a model to a :class:`~fscnn_tvm.build.CompiledModel`.
 
     ``model``: an ``nn.Module`` (with ``input_shape``), an ``ExportedProgram``, a ``.pt2`` or
     ``.onnx`` path, or a zoo spec like ``"resnet50@0.9"``. ``target``: ``"llvm"`` (this host),
-    ``"cuda"``, or a TVM target dict/JSON. ``sparse``: ``"auto"`` | ``"always"`` | ``"never"``.
+    ``"cuda"``, or a TVM target dict/JSON. ``sparse``: ``"auto"`` (the performance model picks
+    per layer) | ``"always"`` | ``"never"``. ``profile``: the performance profile's path or a
+    ``perf_model.Profile`` (default: the target's in ``tuning_logs/``, else a built-in one).
     """
     from .build import compile_model
 
-    return compile_model(model, input_shape, target, sparse, tuning_log)
+    return compile_model(model, input_shape, target, sparse, tuning_log, profile)
 
 
 def load(path, device="cpu"):

@@ -16,7 +16,7 @@ import tvm
 from tqdm import tqdm
 from tvm import relax
 
-from . import __version__, frontend, kernels, passes, targets
+from . import __version__, frontend, kernels, passes, perf_model, targets
 from .plan import LayerPlan, format_plan, make_plan
 from .runtime import META_FUNCTION, Runner, native_stderr_silenced
 
@@ -82,9 +82,15 @@ class CompiledModel(Runner):
 
 
 def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
-                  tuning_log: str | None = None) -> CompiledModel:
-    """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``."""
+                  tuning_log: str | None = None, profile=None) -> CompiledModel:
+    """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``.
+
+    ``profile`` (a path or a ``perf_model.Profile``) drives ``sparse="auto"``; by default the
+    target's calibrated profile in ``tuning_logs/``, else the built-in conservative one.
+    """
     tgt = targets.parse(target)
+    if not isinstance(profile, perf_model.Profile):
+        profile = perf_model.load_profile(tgt, profile)
     if tuning_log is not None:
         raise NotImplementedError("tuning_log: compiling from tuning records is not available in "
                                   "this version; omit it to use the hand schedules")
@@ -93,7 +99,7 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     log.info("imported %s in %.1f s", imported.source, time.perf_counter() - start)
 
     layers = passes.find_layers(imported.mod, imported.layer_names)
-    plan = make_plan(layers, sparse)
+    plan = make_plan(layers, sparse, profile)
     log.info("plan:\n%s", format_plan(plan))
     progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
                     file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))

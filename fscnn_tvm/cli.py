@@ -31,7 +31,13 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="llvm",
                    help="'llvm' (this CPU, the default), 'cuda', or a TVM target as JSON")
     p.add_argument("--sparse", choices=("auto", "always", "never"), default="auto",
-                   help="per-layer sparse kernel choice (default: auto)")
+                   help="per-layer sparse kernel choice (default: auto, by the performance model)")
+    _add_profile_option(p)
+
+
+def _add_profile_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", metavar="PROFILE.json",
+                   help="performance profile (default: tuning_logs/<target>/profile.json, else built-in)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,11 +66,34 @@ def _parser() -> argparse.ArgumentParser:
                                    "linear weight but the first conv is pruned to SPARSITY.")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-o", "--output", required=True, help="path of the .pt2 to write")
-    p.add_argument("--sparsity", type=float, required=True, metavar="S", help="fraction of zeros, 0..1")
+    p.add_argument("--sparsity", type=float, metavar="S",
+                   help="fraction of zeros, 0..1 (with --guided: the most any layer gets, default 0.9)")
     p.add_argument("--block", type=int, default=1, metavar="R",
                    help="share each zero pattern across R output channels (BSR-friendly, e.g. 8)")
+    p.add_argument("--guided", action="store_true",
+                   help="prune only the layers the performance model says will run faster, each to "
+                        "its useful sparsity; prints the per-layer prediction")
+    p.add_argument("--target", default="llvm", help="target the guided pruning predicts for")
+    _add_profile_option(p)
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                    help="example input for torch.export (default: 1,3,224,224 or the .pt2's)")
+
+    p = sub.add_parser("explain", help="show the per-layer plan with predicted (and measured) times",
+                       description="MODEL is a zoo spec, a .pt2 or an .onnx file. Prints, per conv/linear, "
+                                   "the predicted time of each kernel kind, the choice and why.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W")
+    p.add_argument("--target", default="llvm", help="'llvm' (this CPU, the default) or a TVM target as JSON")
+    _add_profile_option(p)
+    p.add_argument("--measure", action="store_true",
+                   help="also time every candidate kernel of every layer on this machine")
+
+    p = sub.add_parser("calibrate", help="measure this machine and write a performance profile",
+                       description="Times a fixed set of layers with every kernel kind and fits the "
+                                   "performance model's rates (about a minute; --quick: seconds).")
+    p.add_argument("--target", default="llvm", help="'llvm' (this CPU, the default) or a TVM target as JSON")
+    p.add_argument("-o", "--output", help="profile path (default: tuning_logs/<target-tag>/profile.json)")
+    p.add_argument("--quick", action="store_true", help="fewer layers: a rough profile in seconds")
 
     p = sub.add_parser("demo", help=f"compile {DEMO_MODEL}, run it, check it against PyTorch")
     p.add_argument("--model", default=DEMO_MODEL, help=f"zoo spec (default {DEMO_MODEL})")
@@ -77,7 +106,7 @@ def _cmd_compile(args) -> int:
     import fscnn_tvm  # noqa: PLC0415
 
     compiled = fscnn_tvm.compile(args.model, input_shape=args.input_shape, target=args.target,
-                                 sparse=args.sparse)
+                                 sparse=args.sparse, profile=args.profile)
     compiled.export_library(args.output)
     if args.verbose:
         print(compiled.explain(), file=sys.stderr)
@@ -146,6 +175,10 @@ def _cmd_prune(args) -> int:
 
     if args.block < 1:
         raise ValueError(f"--block must be >= 1, got {args.block}")
+    if args.sparsity is None and not args.guided:
+        raise ValueError("prune: give --sparsity S, or --guided")
+    if args.sparsity is not None and not 0.0 <= args.sparsity < 1.0:
+        raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
     if models.is_spec(args.model) and not os.path.exists(args.model):
         model = models.from_spec(args.model)
         shape = args.input_shape or models.DEFAULT_INPUT_SHAPE
@@ -155,7 +188,13 @@ def _cmd_prune(args) -> int:
         shape = args.input_shape or frontend.input_shape_of(ep)
     else:
         raise ValueError(f"{args.model}: expected a zoo model name or an existing .pt2 file")
-    prune.magnitude(model, args.sparsity, block=None if args.block == 1 else (args.block, 1))
+    block = None if args.block == 1 else (args.block, 1)
+    if args.guided:
+        report = prune.guided(model, shape, args.target, args.profile,
+                              max_sparsity=args.sparsity if args.sparsity is not None else 0.9, block=block)
+        print(report.format())
+    else:
+        prune.magnitude(model, args.sparsity, block=block)
     ep = torch.export.export(model, (torch.zeros(shape),))
     torch.export.save(ep, args.output)
     if args.verbose:
@@ -164,7 +203,31 @@ def _cmd_prune(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "prune": _cmd_prune, "demo": _cmd_demo}
+def _cmd_explain(args) -> int:
+    from .explain import explain  # noqa: PLC0415
+
+    report = explain(args.model, args.input_shape, args.target, args.profile, measure=args.measure,
+                     progress=args.verbose > 0)
+    print(report.format())
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from . import calibrate, perf_model, targets  # noqa: PLC0415
+
+    target = targets.parse(args.target)
+    if target.kind.name != "llvm":
+        raise NotImplementedError(f"calibrate: measuring needs this machine's CPU target (llvm); "
+                                  f"{target.kind.name} profiles are not available yet")
+    profile = calibrate.calibrate(target, quick=args.quick, progress=args.verbose > 0)
+    path = profile.save(args.output or perf_model.default_profile_path(target))
+    print(f"wrote {path}: {profile.meta['samples']} measurements, fit median relative error "
+          f"{profile.meta['fit_median_relative_error']:.1%}")
+    return 0
+
+
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "prune": _cmd_prune, "demo": _cmd_demo,
+            "explain": _cmd_explain, "calibrate": _cmd_calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         import warnings  # noqa: PLC0415
 
+        from .errors import ProfileWarning  # noqa: PLC0415
+
         warnings.filterwarnings("ignore")  # torch.export's deprecation chatter
+        warnings.filterwarnings("default", category=ProfileWarning)  # but say when a guess is used
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -17,3 +17,11 @@ class UnsupportedOperatorError(NotImplementedError):
 
 class InputError(ValueError):
     """An input array does not match what the compiled model expects."""
+
+
+class ProfileError(ValueError):
+    """A performance profile that cannot be used (missing, corrupt, or for another target)."""
+
+
+class ProfileWarning(UserWarning):
+    """No calibrated performance profile for the target: the built-in conservative one is used."""

@@ -5,7 +5,7 @@ applies it to every layer and :func:`format_plan` prints the table users see (``
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from . import sparse
 from .passes import Layer
@@ -29,15 +29,10 @@ class LayerPlan:
     sparsity: float
     kernel: str  # dense | csr | bsr{R}
     reason: str
+    predicted_ms: dict = field(default_factory=dict)  # kind -> performance-model time
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-# Density thresholds of sparse="auto", measured on one Zen core (benchmarks/RESULTS.md):
-# dense conv ~250 GF/s, CSR ~75 GF/s and BSR8 ~190 GF/s of nonzero work, so CSR breaks even near
-# 70% sparsity and BSR near 25%; the thresholds keep a margin. The performance model replaces them.
-AUTO_MIN_SPARSITY = {"csr": 0.75, "bsr": 0.4, "linear": 0.8}
 
 
 def sparse_support(layer: Layer) -> str | None:
@@ -60,24 +55,32 @@ def sparse_kind(layer: Layer) -> str:
     return "csr"
 
 
-def decide(layer: Layer, sparse_mode: str) -> tuple[str, str]:
-    """(kernel kind, reason) for ``layer`` under the user's ``sparse`` mode."""
+def decide(layer: Layer, sparse_mode: str, profile=None) -> tuple[str, str, dict]:
+    """(kernel kind, reason, predicted ms per candidate kind) for ``layer`` under ``sparse_mode``.
+
+    ``auto`` asks the performance model (``perf_model.choose``) with ``profile``; the predicted
+    times are filled in whenever a profile is given.
+    """
     if sparse_mode not in SPARSE_MODES:
         raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse_mode!r}")
+    choice = None
+    if profile is not None:
+        from . import perf_model  # noqa: PLC0415 - perf_model imports this module
+
+        choice = perf_model.choose(layer, profile)
+    predicted = {k: round(t * 1e3, 4) for k, t in choice.times.items()} if choice else {}
     if sparse_mode == "never":
-        return "dense", "sparse='never'"
+        return "dense", "sparse='never'", predicted
     unsupported = sparse_support(layer)
     if unsupported:
-        return "dense", unsupported
+        return "dense", unsupported, predicted
     kind = sparse_kind(layer)
-    sparsity = 1.0 - layer.density
     if sparse_mode == "always":
-        return kind, "sparse='always'" + (f" (output-channel blocks of {kind[3:]} share columns)" if kind != "csr" else "")
-    rule = "linear" if layer.op == "linear" else ("bsr" if kind != "csr" else "csr")
-    threshold = AUTO_MIN_SPARSITY[rule]
-    if sparsity >= threshold:
-        return kind, f"sparsity {sparsity:.2f} >= {threshold:.2f} ({rule} threshold)"
-    return "dense", f"sparsity {sparsity:.2f} < {threshold:.2f} ({rule} threshold)"
+        blocks = f" (output-channel blocks of {kind[3:]} share columns)" if kind != "csr" else ""
+        return kind, "sparse='always'" + blocks, predicted
+    if choice is None:
+        raise ValueError("sparse='auto' needs a performance profile (perf_model.load_profile)")
+    return choice.kind, choice.reason, predicted
 
 
 def _epilogue(layer: Layer) -> str:
@@ -86,10 +89,11 @@ def _epilogue(layer: Layer) -> str:
     return "+".join(parts) or "-"
 
 
-def make_plan(layers: list[Layer], sparse_mode: str = "auto") -> list[LayerPlan]:
+def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None) -> list[LayerPlan]:
+    """One :class:`LayerPlan` per layer (``profile``: a ``perf_model.Profile``, needed for auto)."""
     rows = []
     for layer in layers:
-        kernel, reason = decide(layer, sparse_mode)
+        kernel, reason, predicted = decide(layer, sparse_mode, profile)
         conv = layer.op == "conv2d"
         rows.append(LayerPlan(
             index=layer.index, name=layer.name, op=layer.op, in_shape=layer.in_shape,
@@ -98,13 +102,14 @@ def make_plan(layers: list[Layer], sparse_mode: str = "auto") -> list[LayerPlan]
             stride=tuple(layer.attrs["stride"]) if conv else (),
             groups=layer.attrs["groups"] if conv else 1,
             epilogue=_epilogue(layer), sparsity=round(1.0 - layer.density, 4),
-            kernel=kernel, reason=reason))
+            kernel=kernel, reason=reason, predicted_ms=predicted))
     return rows
 
 
 def format_plan(rows: list[LayerPlan]) -> str:
-    """A fixed-width table of the plan, one line per layer."""
-    header = f"{'#':>3} {'layer':<28} {'op':<6} {'shape':<24} {'sparsity':>8} {'kernel':<7} reason"
+    """A fixed-width table of the plan, one line per layer, with the predicted times (ms)."""
+    header = (f"{'#':>3} {'layer':<28} {'op':<6} {'shape':<24} {'sparsity':>8} {'kernel':<7} "
+              f"{'dense ms':>9} {'sparse ms':>9} reason")
     lines = [header, "-" * len(header)]
     for r in rows:
         if r.op == "conv2d":
@@ -114,6 +119,11 @@ def format_plan(rows: list[LayerPlan]) -> str:
                 shape += f" g{r.groups}"
         else:
             shape = f"{r.in_shape[1]}->{r.out_shape[1]}"
+        pred = r.predicted_ms
+        sparse_times = [t for k, t in pred.items() if k != "dense"]
+        dense_ms = f"{pred['dense']:.3f}" if "dense" in pred else "-"
+        sparse_ms = f"{pred.get(r.kernel, min(sparse_times)):.3f}" if sparse_times and r.kernel != "dense" else (
+            f"{min(sparse_times):.3f}" if sparse_times else "-")
         lines.append(f"{r.index:>3} {r.name[:28]:<28} {r.op:<6} {shape:<24} {r.sparsity:>8.3f} "
-                     f"{r.kernel:<7} {r.reason}")
+                     f"{r.kernel:<7} {dense_ms:>9} {sparse_ms:>9} {r.reason}")
     return "\n".join(lines)

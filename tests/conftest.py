@@ -22,10 +22,10 @@ def target():
     return "llvm"
 
 
-def check_against_torch(model: torch.nn.Module, shape, sparse="auto", target="llvm", seed=0):
+def check_against_torch(model: torch.nn.Module, shape, sparse="auto", target="llvm", seed=0, profile=None):
     """Compile ``model`` and assert it matches eager PyTorch on seeded random data."""
     model = model.eval()
-    compiled = fscnn_tvm.compile(model, input_shape=shape, target=target, sparse=sparse)
+    compiled = fscnn_tvm.compile(model, input_shape=shape, target=target, sparse=sparse, profile=profile)
     x = random_input(shape, seed)
     expected = torch_reference(model, x)
     actual = compiled(x)

@@ -124,4 +124,4 @@ def test_cli_prune_errors(tmp_path, capsys):
     assert main(["prune", "nope.onnx", "--sparsity", "0.5", "-o", str(tmp_path / "x.pt2")]) == 1
     assert "nope.onnx: expected a zoo model name or an existing .pt2 file" in capsys.readouterr().err
     assert main(["prune", "resnet18", "--sparsity", "1.5", "-o", str(tmp_path / "x.pt2")]) == 1
-    assert "sparsity must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert "--sparsity must be in [0, 1), got 1.5" in capsys.readouterr().err

@@ -69,17 +69,25 @@ def test_grouped_conv_stays_dense_with_reason():
     assert compiled.plan[0].reason == "groups=32: sparse kernels need groups=1"
 
 
+def _builtin_profile():
+    from fscnn_tvm import perf_model, targets
+
+    return perf_model.builtin_profile(targets.parse("llvm"))
+
+
 @pytest.mark.parametrize("mode,expected", [("never", "dense"), ("auto", "csr"), ("always", "csr")])
 def test_sparse_modes(mode, expected):
-    block = sparsify_(randomize_(ConvBlock(16, 32, 3, padding=1)), 0.9)
-    compiled = check_against_torch(block, (1, 16, 8, 8), sparse=mode)
+    block = sparsify_(randomize_(ConvBlock(32, 64, 3, padding=1)), 0.9)
+    compiled = check_against_torch(block, (1, 32, 28, 28), sparse=mode, profile=_builtin_profile())
     assert compiled.plan[0].kernel == expected and compiled.plan[0].reason
 
 
 def test_auto_keeps_low_sparsity_dense():
-    block = sparsify_(randomize_(ConvBlock(16, 32, 3, padding=1)), 0.3)
-    compiled = check_against_torch(block, (1, 16, 8, 8), sparse="auto")
-    assert compiled.plan[0].kernel == "dense" and "< 0.75" in compiled.plan[0].reason
+    block = sparsify_(randomize_(ConvBlock(32, 64, 3, padding=1)), 0.3)
+    compiled = check_against_torch(block, (1, 32, 28, 28), sparse="auto", profile=_builtin_profile())
+    row = compiled.plan[0]
+    assert row.kernel == "dense" and "csr pays above sparsity" in row.reason
+    assert row.predicted_ms["dense"] < row.predicted_ms["csr"]
 
 
 @pytest.mark.parametrize("spec", ["resnet18@0.9", "vgg16@0.9:8x1", "mobilenet_v2@0.9", "alexnet@0.9",

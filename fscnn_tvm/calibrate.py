@@ -1,0 +1,96 @@
+"""``fscnn-tvm calibrate``: measure a set of layers on this machine and fit the performance model.
+
+The calibration layers are deliberately *not* the zoo's layers (``benchmarks/perf_model.py``
+checks the fitted model on those): 3x3 convs from 96 channels at 64x64 down to 384 at 10x10, a
+stride-2 3x3, 1x1 convs wide and narrow (one with stride 2), a 5x5, a depthwise 3x3 and linear
+layers. Each is timed dense once, then CSR on an unstructured mask and BSR8 on an 8x1 block mask at
+a few densities. The fit is non-negative least squares on relative error
+(:func:`perf_model.fit`); the profile records the target, TVM version, host CPU and fit error.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from . import perf_model, prune, targets
+from .measure import KernelTimer, conv_layer, linear_layer
+from .ops.conv2d import Conv2dSpec
+
+log = logging.getLogger("fscnn_tvm")
+
+# (cin, cout, k, stride, hw, groups) | ("linear", in, out, batch)
+LAYERS = [
+    (96, 96, 3, 1, 64, 1),
+    (192, 192, 3, 1, 24, 1),
+    (384, 384, 3, 1, 10, 1),
+    (160, 160, 3, 2, 40, 1),
+    (48, 96, 5, 1, 20, 1),
+    (128, 384, 1, 1, 32, 1),
+    (768, 192, 1, 1, 12, 1),
+    (48, 192, 1, 1, 48, 1),
+    (384, 768, 1, 2, 24, 1),
+    (1536, 384, 1, 1, 6, 1),
+    (144, 144, 3, 1, 28, 144),
+    ("linear", 4608, 1536, 1),
+    ("linear", 1536, 768, 1),
+    ("linear", 9216, 2048, 1),
+    ("linear", 2048, 2048, 4),
+]
+QUICK = [0, 2, 5, 9, 11]  # a subset for tests: 3x3, small 3x3, 1x1 wide and small, linear
+DENSITIES = (0.3, 0.1, 0.04)
+
+
+def _layer(entry, weight):
+    if entry[0] == "linear":
+        return linear_layer(entry[3], weight)
+    cin, cout, k, stride, hw, groups = entry
+    spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), (stride, stride), (k // 2,) * 4, (1, 1), groups)
+    return conv_layer(spec, weight)
+
+
+def _weight_shape(entry):
+    if entry[0] == "linear":
+        return (entry[2], entry[1])
+    cin, cout, k, _, _, groups = entry
+    return (cout, cin // groups, k, k)
+
+
+def measure_samples(target, quick: bool = False, min_repeat_ms: int = 20, progress: bool = False):
+    """(layer, kind, seconds) for every calibration measurement."""
+    timer = KernelTimer(target, min_repeat_ms=min_repeat_ms)
+    chosen = [LAYERS[i] for i in QUICK] if quick else LAYERS
+    samples = []
+    bar = tqdm(chosen, desc="calibrate", unit="layer", file=sys.stderr, disable=not progress)
+    for i, entry in enumerate(bar):
+        w = np.random.default_rng(i).standard_normal(_weight_shape(entry)).astype("float32")
+        dense_layer = _layer(entry, w)
+        samples.append((dense_layer, "dense", timer.seconds(dense_layer, "dense")))
+        from .plan import sparse_support  # noqa: PLC0415
+
+        if sparse_support(dense_layer) is not None:
+            continue
+        conv = entry[0] != "linear"
+        for density in DENSITIES:
+            layer = _layer(entry, w * prune.magnitude_mask(w, 1 - density))
+            samples.append((layer, "csr", timer.seconds(layer, "csr")))
+            if conv:
+                layer = _layer(entry, w * prune.magnitude_mask(w, 1 - density, block=(8, 1)))
+                samples.append((layer, "bsr8", timer.seconds(layer, "bsr8")))
+    return samples
+
+
+def calibrate(target="llvm", quick: bool = False, min_repeat_ms: int = 20, progress: bool = False):
+    """Measure, fit and return a :class:`perf_model.Profile` for ``target`` (not saved)."""
+    target = targets.parse(target)
+    start = time.perf_counter()
+    samples = measure_samples(target, quick, min_repeat_ms, progress)
+    lanes = targets.vector_lanes(target)
+    coef, error = perf_model.fit(samples, lanes)
+    log.info("calibrated %d samples in %.0f s; fit median relative error %.1f%%",
+             len(samples), time.perf_counter() - start, 100 * error)
+    return perf_model.Profile(targets.tag(target), coef, lanes,
+                              perf_model.profile_meta(len(samples), error, target), source="calibrated")

@@ -1,0 +1,66 @@
+"""Time one layer's kernel on this machine: the ground truth the performance model is fitted to.
+
+A kernel is built and compiled once per :attr:`kernels.Kernel.key` (the sparse kernels take the
+nonzero count as a symbolic size, so every sparsity of one shape shares one compiled function) and
+then timed with TVM's ``time_evaluator`` on seeded random input. Used by ``fscnn-tvm calibrate``,
+``fscnn-tvm explain --measure`` and ``benchmarks/perf_model.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+
+from . import kernels
+from .ops.conv2d import Conv2dSpec
+from .passes import Layer
+
+
+def conv_layer(spec: Conv2dSpec, weight: np.ndarray, act: str = "relu", name: str = "") -> Layer:
+    """A conv layer as :func:`passes.find_layers` would give it, without a graph around it."""
+    attrs = {"stride": spec.stride, "padding": spec.padding, "dilation": spec.dilation,
+             "groups": spec.groups}
+    return Layer(0, "conv2d", None, None, [], None, weight,
+                 (spec.batch, spec.in_channels, spec.height, spec.width), spec.out_shape, attrs,
+                 bias=np.zeros(spec.out_channels, "float32"), act=act, name=name)
+
+
+def linear_layer(batch: int, weight: np.ndarray, act: str = "none", name: str = "") -> Layer:
+    """A linear layer (``weight [out, in]``) without a graph around it."""
+    out_features, in_features = weight.shape
+    return Layer(0, "linear", None, None, [], None, weight, (batch, in_features),
+                 (batch, out_features), {}, bias=np.zeros(out_features, "float32"), act=act, name=name)
+
+
+class KernelTimer:
+    """Builds, caches and times layer kernels for one target (CPU targets only)."""
+
+    def __init__(self, target: tvm.target.Target, min_repeat_ms: int = 20, repeat: int = 3):
+        if target.kind.name != "llvm":
+            raise NotImplementedError(f"measuring kernels needs a CPU target here, got {target.kind.name!r}")
+        self.target = target
+        self.min_repeat_ms = min_repeat_ms
+        self.repeat = repeat
+        self._compiled: dict = {}
+
+    def _library(self, kernel: kernels.Kernel):
+        lib = self._compiled.get(kernel.key)
+        if lib is None:
+            from .schedules import schedule_func  # noqa: PLC0415 - heavy
+
+            mod = tvm.IRModule({"main": schedule_func(kernel.func, self.target)})
+            lib = self._compiled[kernel.key] = tvm.compile(mod, self.target)
+        return lib
+
+    def seconds(self, layer: Layer, kind: str) -> float:
+        """Median seconds of one call of ``layer``'s ``kind`` kernel (input and residual random)."""
+        kernel = kernels.build_kernel(layer, kind, self.target)
+        lib = self._library(kernel)
+        dev = tvm.cpu()
+        rng = np.random.default_rng(0)
+        data = rng.standard_normal(layer.in_shape).astype("float32")
+        extra = [rng.standard_normal(layer.out_shape).astype("float32")] if layer.residual is not None else []
+        args = [tvm.runtime.tensor(a, dev) for a in
+                [data, *kernel.constants, *extra, np.zeros(layer.out_shape, "float32")]]
+        evaluator = lib.mod.time_evaluator("main", dev, number=1, repeat=self.repeat,
+                                           min_repeat_ms=self.min_repeat_ms)
+        return float(np.median(evaluator(*args).results))
