@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from . import frontend, passes, perf_model, targets
-from .plan import LayerPlan, make_plan
+from .plan import LayerPlan, make_plan, shape_text
 
 NEAR_TIE = 1.05  # a choice within 5% of the measured fastest counts as right
 
@@ -61,7 +61,7 @@ class Report:
             pred = p.predicted_ms
             bsr = next((k for k in pred if k.startswith("bsr")), None)
             cells = [pred.get("dense"), pred.get("csr"), pred.get(bsr) if bsr else None]
-            line = (f"{p.index:>3} {p.name[:26]:<26} {_shape(p):<24} {1 - p.sparsity:>7.3f} "
+            line = (f"{p.index:>3} {p.name[:26]:<26} {shape_text(p):<24} {1 - p.sparsity:>7.3f} "
                     + " ".join(_ms(c) for c in cells) + f" {p.kernel:<6}")
             if measured:
                 m = r.measured_ms
@@ -82,14 +82,6 @@ class Report:
 
 def _ms(value) -> str:
     return f"{value:>8.3f}" if value is not None else f"{'-':>8}"
-
-
-def _shape(p: LayerPlan) -> str:
-    if p.op == "conv2d":
-        kh, kw = p.kernel_size
-        text = f"{p.in_shape[1]}->{p.out_shape[1]} {kh}x{kw}/{p.stride[0]} @{p.in_shape[2]}x{p.in_shape[3]}"
-        return text + (f" g{p.groups}" if p.groups > 1 else "")
-    return f"{p.in_shape[1]}->{p.out_shape[1]}"
 
 
 def explain(model, input_shape=None, target="llvm", profile=None, measure: bool = False,

@@ -179,10 +179,6 @@ def load_profile(target, path: str | os.PathLike | None = None) -> Profile:
 
 # ---------------------------------------------------------------- features: what each kernel does
 
-def _conv_spec(layer: Layer):
-    return kernels.conv_spec(layer)
-
-
 def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None) -> dict[str, float]:
     """Counts of everything kernel ``kind`` does for ``layer`` (one per model coefficient).
 
@@ -203,7 +199,7 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None) -> d
             f["csr_linear.nnz"] = batch * count  # value + column index streamed per image
             f["csr_linear.row"] = batch * out_features  # tail loop and horizontal sum per row
         return f
-    spec = _conv_spec(layer)
+    spec = kernels.conv_spec(layer)
     one = spec.kernel == (1, 1)
     if kind == "dense":
         conv_kind, ow_tile, oc_block = kernels.conv_tile(spec, lanes)
@@ -266,7 +262,7 @@ def candidates(layer: Layer) -> list[str]:
     return ["dense", "csr"] + ([kind] if kind != "csr" else [])
 
 
-def _capacity(layer: Layer, kind: str) -> float:
+def capacity(layer: Layer, kind: str) -> float:
     """Nonzero count (CSR) or block count (BSR) of a fully dense weight."""
     rows = kernels.block_rows_of(kind)
     if rows == 1:
@@ -279,7 +275,7 @@ def break_even(layer: Layer, kind: str, profile: Profile) -> float | None:
     """Sparsity above which ``kind`` is predicted faster than dense (``None``: never)."""
     t_dense = predict(layer, "dense", profile)
     fixed = predict(layer, kind, profile, nnz=0.0)
-    full = _capacity(layer, kind)
+    full = capacity(layer, kind)
     per_nnz = (predict(layer, kind, profile, nnz=full) - fixed) / full
     if fixed >= t_dense:
         return None
@@ -314,7 +310,7 @@ def choose(layer: Layer, profile: Profile) -> Choice:
 
 # ---------------------------------------------------------------- fitting
 
-def fit(samples: list[tuple[Layer, str, float]], lanes: int, nnz_cache: dict | None = None) -> tuple[dict, float]:
+def fit(samples: list[tuple[Layer, str, float]], lanes: int) -> tuple[dict, float]:
     """Non-negative least squares on relative error: (coefficients, median relative error).
 
     ``samples`` are (layer, kind, measured seconds). Coefficients no sample exercises keep the

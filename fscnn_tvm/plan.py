@@ -106,19 +106,22 @@ def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None) -> l
     return rows
 
 
+def shape_text(r: LayerPlan) -> str:
+    """``cin->cout KHxKW/stride @HxW [gG]`` for a conv, ``in->out`` for a linear."""
+    if r.op == "conv2d":
+        kh, kw = r.kernel_size
+        text = f"{r.in_shape[1]}->{r.out_shape[1]} {kh}x{kw}/{r.stride[0]} @{r.in_shape[2]}x{r.in_shape[3]}"
+        return text + (f" g{r.groups}" if r.groups > 1 else "")
+    return f"{r.in_shape[1]}->{r.out_shape[1]}"
+
+
 def format_plan(rows: list[LayerPlan]) -> str:
     """A fixed-width table of the plan, one line per layer, with the predicted times (ms)."""
     header = (f"{'#':>3} {'layer':<28} {'op':<6} {'shape':<24} {'sparsity':>8} {'kernel':<7} "
               f"{'dense ms':>9} {'sparse ms':>9} reason")
     lines = [header, "-" * len(header)]
     for r in rows:
-        if r.op == "conv2d":
-            kh, kw = r.kernel_size
-            shape = f"{r.in_shape[1]}->{r.out_shape[1]} {kh}x{kw}/{r.stride[0]} @{r.in_shape[2]}x{r.in_shape[3]}"
-            if r.groups > 1:
-                shape += f" g{r.groups}"
-        else:
-            shape = f"{r.in_shape[1]}->{r.out_shape[1]}"
+        shape = shape_text(r)
         pred = r.predicted_ms
         sparse_times = [t for k, t in pred.items() if k != "dense"]
         dense_ms = f"{pred['dense']:.3f}" if "dense" in pred else "-"

@@ -179,12 +179,12 @@ def guided(model: nn.Module, input_shape, target="llvm", profile=None, max_spars
         keep = magnitude_mask(param.detach().cpu().numpy(), target_sp, block if layer_kind != "csr" else None)
         with torch.no_grad():
             param.mul_(torch.from_numpy(keep.astype(np.float32)))
-        cap = perf_model._capacity(layer, layer_kind)
+        cap = perf_model.capacity(layer, layer_kind)
         sparse_ms = perf_model.predict(layer, layer_kind, profile, nnz=(1 - target_sp) * cap) * 1e3
         block_ms = None
         if layer_kind == "csr" and layer.op == "conv2d":
             block_ms = perf_model.predict(layer, "bsr8", profile,
-                                          nnz=(1 - target_sp) * perf_model._capacity(layer, "bsr8")) * 1e3
+                                          nnz=(1 - target_sp) * perf_model.capacity(layer, "bsr8")) * 1e3
         report.append(GuidedLayer(layer.name, shape, target_sp, layer_kind, dense_ms, sparse_ms, block_ms, reason))
     return GuidedReport(report, max_sparsity, block)
 
@@ -194,7 +194,7 @@ def _useful_sparsity(layer, kind, profile, max_sparsity) -> tuple[float | None, 
     from . import perf_model  # noqa: PLC0415
 
     dense = perf_model.predict(layer, "dense", profile)
-    cap = perf_model._capacity(layer, kind)
+    cap = perf_model.capacity(layer, kind)
     fixed = perf_model.predict(layer, kind, profile, nnz=0.0)
     per_unit = (perf_model.predict(layer, kind, profile, nnz=cap) - fixed) / cap
     even = perf_model.break_even(layer, kind, profile)
