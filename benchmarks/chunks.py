@@ -12,15 +12,16 @@ import numpy as np
 import tvm
 
 from fscnn_tvm import kernels, prune, targets
+from fscnn_tvm.measure import conv_layer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
 from fscnn_tvm.schedules import schedule_func
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from layers import LAYERS, _layer  # noqa: E402
+from layers import LAYERS  # noqa: E402
 
 
 def _build(spec, weight, target, chunks):
-    layer = _layer(spec, weight)
+    layer = conv_layer(spec, weight)
     rule = kernels.sparse_conv_chunks if chunks == "auto" else (lambda s, r: min(chunks, s.in_channels))
     with mock.patch.object(kernels, "sparse_conv_chunks", rule):
         kernel = kernels.build_kernel(layer, "csr", target)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import tvm
 
-from fscnn_tvm import kernels, passes, prune, targets
+from fscnn_tvm import kernels, prune, targets
+from fscnn_tvm.measure import conv_layer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
 from fscnn_tvm.schedules import schedule_func
 
@@ -30,15 +31,6 @@ LAYERS = {  # name: (in_channels, out_channels, kernel, spatial)
     "r50.3x3_256@14": (256, 256, 3, 14),
     "r50.1x1_64_256@56": (64, 256, 1, 56),
 }
-
-
-def _layer(spec: Conv2dSpec, weight: np.ndarray) -> passes.Layer:
-    """A planned conv layer without a graph around it (what find_layers would give)."""
-    pad = spec.padding
-    return passes.Layer(0, "conv2d", None, None, [], None, weight,
-                        (spec.batch, spec.in_channels, spec.height, spec.width), spec.out_shape,
-                        {"stride": spec.stride, "padding": pad, "dilation": spec.dilation, "groups": 1},
-                        bias=np.zeros(spec.out_channels, "float32"), act="relu")
 
 
 def _compiled(layer, kind, target):
@@ -62,7 +54,7 @@ def measure(name, cin, cout, k, hw, sparsity, target, rounds, threads):
     for kind, w in weights.items():
         if kind != "dense" and sparsity == 0:
             continue
-        lib, args, x = _compiled(_layer(spec, w), kind, target)
+        lib, args, x = _compiled(conv_layer(spec, w), kind, target)
         ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=k // 2))
         err = float(np.abs(args[-1].numpy() - ref.numpy()).max() / max(float(ref.abs().max()), 1e-30))
         if err > 1e-4:
