@@ -93,7 +93,33 @@ def _dense_linear(layer: Layer, lanes: int) -> Kernel:
     return Kernel(func, constants, key, "fscnn_dense")
 
 
-def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> int:
+ALIGN_MIN_CHANNELS = 256  # aligned CSR layouts from this many input channels (RESULTS.md, aligned A/B)
+ALIGN_MIN_LANES = 16  # ... and only where a vector is a whole 64-byte cache line (AVX-512)
+
+
+def sparse_conv_align(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> int:
+    """``lanes`` (aligned loads, taps split by column shift) or 1.
+
+    A misaligned 512-bit load always splits a cache line; aligned layouts measured 1.1-1.2x on
+    VGG16 conv3_2..conv5_2 and ResNet-50's 3x3@14 on a Zen 5 core (CSR, 90%). They pay only with
+    many input channels (long rows per shift): on conv1_2 and conv2_2 the extra partial rows cost
+    more than the split loads. With AVX2 (a 256-bit load splits a line half as often) they lost
+    everywhere on Zen 3 (0.79-0.95x), and BSR is bound by its FMAs, not its loads.
+    """
+    if (block_rows == 1 and lanes >= ALIGN_MIN_LANES and spec.kernel[1] > 1
+            and spec.in_channels >= ALIGN_MIN_CHANNELS):
+        return lanes
+    return 1
+
+
+def sparse_conv_layout(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> sparse_conv_ops.SparseConvLayout:
+    """The layout (tile, chunks, alignment) of the sparse conv for ``spec`` on ``lanes`` lanes."""
+    align = sparse_conv_align(spec, block_rows, lanes)
+    tile = sparse_conv_tile(spec, block_rows, lanes, align)
+    return sparse_conv_ops.SparseConvLayout(spec, tile, block_rows, sparse_conv_chunks(spec, block_rows), align)
+
+
+def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int, align: int = 1) -> int:
     """Register tile (outputs) of the sparse conv: ~14 vectors for CSR, ~24/R per row for BSR.
 
     CSR picks 7..14 vectors to waste the fewest outputs past the flat row count (an exact fit
@@ -101,7 +127,7 @@ def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -> 
     """
     if block_rows > 1:
         return max(1, 24 // block_rows) * lanes
-    flat = spec.out_height * sparse_conv_ops.SparseConvLayout(spec, lanes).ws
+    flat = spec.out_height * sparse_conv_ops.SparseConvLayout(spec, lanes, align=align).ws
     best = min(range(7, 15), key=lambda tv: (-(-flat // (tv * lanes)) * tv * lanes, -tv))
     return best * lanes
 
@@ -124,12 +150,11 @@ def sparse_conv_chunks(spec: conv_ops.Conv2dSpec, block_rows: int) -> int:
 
 def _sparse_conv(layer: Layer, block_rows: int, lanes: int) -> Kernel:
     spec = conv_spec(layer)
-    tile = sparse_conv_tile(spec, block_rows, lanes)
-    layout = sparse_conv_ops.SparseConvLayout(spec, tile, block_rows, sparse_conv_chunks(spec, block_rows))
+    layout = sparse_conv_layout(spec, block_rows, lanes)
     has_residual = layer.residual is not None
     func = sparse_conv_ops.sparse_conv2d(layout, layer.act, has_residual).with_attrs(
         {"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": lanes, "op_pattern": OPAQUE})
-    indptr, cols, values = sparse.chunked(layer.weight, layout.chunks, block_rows)
+    indptr, cols, values = sparse.chunked(layout.by_shift(layer.weight), layout.chunks, block_rows)
     bias = layer.bias if layer.bias is not None else np.zeros(spec.out_channels, "float32")
     constants = [indptr, layout.offsets(cols), values.reshape(-1), bias]
     key = ("sparse_conv2d", layout, layer.act, has_residual)

@@ -36,7 +36,6 @@ import numpy as np
 
 from . import kernels, sparse, targets
 from .errors import ProfileError, ProfileWarning
-from .ops import sparse_conv2d as sparse_conv_ops
 from .passes import Layer
 
 PROFILE_FORMAT = 1
@@ -218,13 +217,13 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None) -> d
                 spec.height + spec.padding[0] + spec.padding[2]) * (spec.width + spec.padding[1] + spec.padding[3])
         return f
     rows = kernels.block_rows_of(kind)
-    tile = kernels.sparse_conv_tile(spec, rows, lanes)
-    layout = sparse_conv_ops.SparseConvLayout(spec, tile, rows, kernels.sparse_conv_chunks(spec, rows))
+    layout = kernels.sparse_conv_layout(spec, rows, lanes)
+    tile = layout.tile
     if nnz is None:
         nnz = float(np.count_nonzero(layer.weight)) if rows == 1 else float(
             sparse.bsr_from_dense(layer.weight, rows).indptr[-1])
     swept = spec.batch * layout.tiles * tile  # outputs per row the register tile computes
-    steps = float(spec.batch * layout.tiles * layout.chunks * layout.rows)
+    steps = float(spec.batch * layout.tiles * layout.chunks * layout.kernel_rows)
     if rows == 1:
         f["csr.flop_1x1" if one else "csr.flop"] = 2.0 * nnz * swept
         f["csr.step_1x1" if one else "csr.step"] = steps
@@ -232,7 +231,7 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None) -> d
         f["bsr.flop"] = 2.0 * nnz * rows * swept
         f["bsr.step"] = steps
     staged = 0 if layout.direct else layout.flat_len + spec.batch * spec.in_channels * spec.height * spec.width
-    f["sparse.byte"] = 4.0 * (staged + spec.out_channels * swept + spec.batch * spec.out_channels *
+    f["sparse.byte"] = 4.0 * (staged + len(layout.shifts) * spec.out_channels * swept + spec.batch * spec.out_channels *
                               spec.out_height * spec.out_width)
     return f
 

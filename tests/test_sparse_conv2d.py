@@ -34,6 +34,24 @@ def test_csr_conv(cin, cout, k, stride, pad, dil, hw, batch, kw, sparsity):
     assert compiled.plan[0].kernel == "csr"
 
 
+@pytest.mark.parametrize("sparsity", [0.5, 0.99])
+@pytest.mark.parametrize("cin,cout,k,stride,pad,dil,hw,batch,kw", SPARSE_CASES)
+def test_csr_conv_aligned_layout(monkeypatch, cin, cout, k, stride, pad, dil, hw, batch, kw, sparsity):
+    """Aligned layouts (taps split by column shift) on every case, not only >= 256 channels."""
+    from fscnn_tvm import kernels
+    from fscnn_tvm.ops.conv2d import Conv2dSpec
+
+    monkeypatch.setattr(kernels, "ALIGN_MIN_CHANNELS", 1)
+    monkeypatch.setattr(kernels, "ALIGN_MIN_LANES", 1)  # also on an AVX2 host
+    spec = Conv2dSpec(batch, cin, hw, hw, cout, (k, k), (stride, stride), (pad,) * 4, (dil, dil))
+    layout = kernels.sparse_conv_layout(spec, 1, 16)
+    assert (layout.align == 16) == (k > 1)
+    assert layout.ws % layout.align == 0 and len(layout.shifts) == len({c * dil // stride for c in range(k)})
+    block = sparsify_(randomize_(ConvBlock(cin, cout, k, stride, pad, dil, **kw)), sparsity, seed=3)
+    compiled = check_against_torch(block, (batch, cin, hw, hw), sparse="always")
+    assert compiled.plan[0].kernel == "csr"
+
+
 @pytest.mark.parametrize("rows", [4, 8])
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,hw,batch,kw", SPARSE_CASES[:6])
 def test_bsr_conv(cin, cout, k, stride, pad, dil, hw, batch, kw, rows):
