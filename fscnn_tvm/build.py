@@ -50,8 +50,8 @@ def _attach_meta(mod: tvm.IRModule, meta: dict) -> tvm.IRModule:
 class CompiledModel(Runner):
     """A model compiled for one target: call it, read ``.plan``, or ``export_library(path)``."""
 
-    def __init__(self, executable, plan: list[LayerPlan], target: tvm.target.Target, source: str):
-        super().__init__(executable, "cuda" if target.kind.name == "cuda" else "cpu", source)
+    def __init__(self, executable, plan: list[LayerPlan], target: tvm.target.Target, source: str, meta: dict):
+        super().__init__(executable, "cuda" if target.kind.name == "cuda" else "cpu", source, meta)
         self.executable = executable
         self.layer_plan = plan
         self.target = target
@@ -62,6 +62,16 @@ class CompiledModel(Runner):
 
     def explain(self) -> str:
         return format_plan(self.layer_plan)
+
+    def device_source(self) -> str:
+        """The generated device code (CUDA C for a CUDA target; empty for a CPU target)."""
+        found, todo = [], [self.executable.mod]
+        while todo:
+            mod = todo.pop()
+            if mod.kind == "cuda":
+                found.append(mod.inspect_source())
+            todo.extend(mod.imports)
+        return "\n".join(found)
 
     def export_library(self, path: str) -> str:
         """Write the shared library atomically (temp file + rename); returns ``path``."""
@@ -118,4 +128,4 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     with tvm.transform.PassContext(opt_level=3):
         executable = tvm.compile(mod, tgt)
     log.info("compiled %s in %.1f s", imported.source, time.perf_counter() - start)
-    return CompiledModel(executable, plan, tgt, imported.source)
+    return CompiledModel(executable, plan, tgt, imported.source, meta)

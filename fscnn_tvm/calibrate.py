@@ -89,7 +89,7 @@ def calibrate(target="llvm", quick: bool = False, min_repeat_ms: int = 20, progr
     start = time.perf_counter()
     samples = measure_samples(target, quick, min_repeat_ms, progress)
     lanes = targets.vector_lanes(target)
-    coef, error = perf_model.fit(samples, lanes)
+    coef, error = perf_model.fit(samples, lanes, cuda=target.kind.name == "cuda")
     log.info("calibrated %d samples in %.0f s; fit median relative error %.1f%%",
              len(samples), time.perf_counter() - start, 100 * error)
     return perf_model.Profile(targets.tag(target), coef, lanes,

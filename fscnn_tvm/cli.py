@@ -216,9 +216,6 @@ def _cmd_calibrate(args) -> int:
     from . import calibrate, perf_model, targets  # noqa: PLC0415
 
     target = targets.parse(args.target)
-    if target.kind.name != "llvm":
-        raise NotImplementedError(f"calibrate: measuring needs this machine's CPU target (llvm); "
-                                  f"{target.kind.name} profiles are not available yet")
     profile = calibrate.calibrate(target, quick=args.quick, progress=args.verbose > 0)
     path = profile.save(args.output or perf_model.default_profile_path(target))
     print(f"wrote {path}: {profile.meta['samples']} measurements, fit median relative error "

@@ -167,7 +167,7 @@ def _sparse_linear(layer: Layer, lanes: int) -> Kernel:
     has_residual = layer.residual is not None
     func = sparse_dense_ops.sparse_dense(batch, in_features, out_features, lanes, layer.act,
                                          has_residual).with_attrs(
-        {"fscnn.kernel": "sparse_dense", "op_pattern": OPAQUE, "tir.is_scheduled": True})
+        {"fscnn.kernel": "sparse_dense", "op_pattern": OPAQUE, "tirx.is_scheduled": True})
     fmt = sparse.csr_from_dense(layer.weight)
     bias = layer.bias if layer.bias is not None else np.zeros(out_features, "float32")
     key = ("sparse_dense", batch, in_features, out_features, lanes, layer.act, has_residual)
@@ -179,11 +179,50 @@ def block_rows_of(kind: str) -> int:
     return 1 if kind == "csr" else int(kind[3:])
 
 
-def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel:
-    """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target``."""
+def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
+    """CUDA: one direct conv kernel for every kind (dense = BSR with all blocks), one linear.
+
+    ``None`` (TVM's own conv, scheduled by the GPU default rules) for unequal strides.
+    """
+    from .schedules.cuda import conv2d as cuda_conv  # noqa: PLC0415 - CUDA builds only
+    from .schedules.cuda import linear as cuda_linear  # noqa: PLC0415
+
+    has_residual = layer.residual is not None
+    attrs = {"op_pattern": OPAQUE, "tirx.is_scheduled": True}
+    bias = layer.bias if layer.bias is not None else np.zeros(layer.out_shape[1], "float32")
+    if layer.op == "linear":
+        batch, in_features = layer.in_shape
+        out_features = layer.out_shape[1]
+        is_sparse = kind != "dense"
+        func = cuda_linear.linear(batch, in_features, out_features, is_sparse, layer.act,
+                                  has_residual).with_attrs({"fscnn.kernel": "cuda_linear", **attrs})
+        if is_sparse:
+            fmt = sparse.csr_from_dense(layer.weight)
+            weights = [fmt.indptr, fmt.cols, fmt.values]
+        else:
+            weights = [np.ascontiguousarray(layer.weight, np.float32)]
+        key = ("cuda_linear", batch, in_features, out_features, is_sparse, layer.act, has_residual)
+        return Kernel(func, weights + [bias], key, f"fscnn_cuda_{'csr' if is_sparse else 'dense'}_linear")
+    spec = conv_spec(layer)
+    if spec.stride[0] != spec.stride[1]:
+        return None
+    rows = cuda_conv.dense_block_rows(spec) if kind == "dense" else block_rows_of(kind)
+    layout = cuda_conv.layout(spec, rows)
+    func = cuda_conv.conv2d(layout, layer.act, has_residual).with_attrs({"fscnn.kernel": "cuda_conv2d", **attrs})
+    weights = cuda_conv.weight_arrays(layout, layer.weight, keep_zero_blocks=kind == "dense")
+    key = ("cuda_conv2d", layout, layer.act, has_residual)
+    name = "dense" if kind == "dense" else kind
+    return Kernel(func, weights + [bias], key, f"fscnn_cuda_{name}_conv2d")
+
+
+def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel | None:
+    """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target`` (``None``: the
+    layer is left to TVM's own lowering)."""
+    if target.kind.name == "cuda":
+        return _cuda_kernel(layer, kind)
     if target.kind.name != "llvm":
         raise NotImplementedError(f"{layer.name}: kernels for target {target.kind.name!r} are not "
-                                  "available yet")
+                                  "available")
     lanes = targets.vector_lanes(target)
     if kind == "dense":
         return _dense_conv(layer, lanes) if layer.op == "conv2d" else _dense_linear(layer, lanes)

@@ -32,11 +32,18 @@ def linear_layer(batch: int, weight: np.ndarray, act: str = "none", name: str = 
 
 
 class KernelTimer:
-    """Builds, caches and times layer kernels for one target (CPU targets only)."""
+    """Builds, caches and times layer kernels for one target (this CPU, or a CUDA GPU here)."""
 
     def __init__(self, target: tvm.target.Target, min_repeat_ms: int = 20, repeat: int = 3):
-        if target.kind.name != "llvm":
-            raise NotImplementedError(f"measuring kernels needs a CPU target here, got {target.kind.name!r}")
+        if target.kind.name == "cuda":
+            self.dev = tvm.cuda()
+            if not self.dev.exist:
+                raise NotImplementedError("measuring CUDA kernels needs a CUDA GPU on this machine; "
+                                          "none was found")
+        elif target.kind.name == "llvm":
+            self.dev = tvm.cpu()
+        else:
+            raise NotImplementedError(f"measuring kernels needs a CPU or CUDA target, got {target.kind.name!r}")
         self.target = target
         self.min_repeat_ms = min_repeat_ms
         self.repeat = repeat
@@ -55,7 +62,7 @@ class KernelTimer:
         """Median seconds of one call of ``layer``'s ``kind`` kernel (input and residual random)."""
         kernel = kernels.build_kernel(layer, kind, self.target)
         lib = self._library(kernel)
-        dev = tvm.cpu()
+        dev = self.dev
         rng = np.random.default_rng(0)
         data = rng.standard_normal(layer.in_shape).astype("float32")
         extra = [rng.standard_normal(layer.out_shape).astype("float32")] if layer.residual is not None else []

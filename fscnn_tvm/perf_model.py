@@ -51,6 +51,19 @@ COEFFICIENTS = (
     "linear.flop", "linear.byte",
     "csr_linear.nnz", "csr_linear.row",
 )
+# CUDA targets (schedules/cuda): a roofline of our one direct conv kernel and linear kernel.
+CUDA_COEFFICIENTS = (
+    "cuda.launch",  # per kernel launch (staging copies included)
+    "cuda.dense_flop", "cuda.bsr_flop", "cuda.csr_flop",  # FLOPs the kernel does, padding included
+    "cuda.block",  # per thread block (staging the row's nonzeros, the barriers)
+    "cuda.byte",  # staging, input and output traffic of the convs
+    "cuda.linear_byte", "cuda.csr_linear_byte",  # weights (+ column indices) streamed by linears
+)
+
+
+def coefficient_names(target_tag: str) -> tuple[str, ...]:
+    """The model's coefficients for a target tag (``cuda-*`` or a CPU)."""
+    return CUDA_COEFFICIENTS if target_tag.startswith("cuda") else COEFFICIENTS
 
 
 def host_cpu() -> str:
@@ -74,6 +87,10 @@ class Profile:
     lanes: int = 16
     meta: dict = field(default_factory=dict)  # tvm, date, host_cpu, samples, fit error
     source: str = "built-in"  # file path, or "built-in"
+
+    @property
+    def cuda(self) -> bool:
+        return self.target.startswith("cuda")
 
     def to_json(self) -> dict:
         return {"format": PROFILE_FORMAT, "target": self.target, "lanes": self.lanes,
@@ -103,12 +120,26 @@ _BUILTIN = {
     "linear.flop": 1 / 2000e9, "linear.byte": 1 / 85e9,
     "csr_linear.nnz": 0.22e-9, "csr_linear.row": 5e-9,
 }
+# CUDA: not measured on a GPU yet (no GPU was available to calibrate); rates of the order an
+# H100-class GPU reaches with kernels of this design, sparse ones deliberately low so that a
+# layer goes sparse only where it clearly pays. `fscnn-tvm calibrate --target cuda` on a GPU
+# replaces them.
+_BUILTIN_CUDA = {
+    "cuda.launch": 5e-6,
+    "cuda.dense_flop": 1 / 8e12, "cuda.bsr_flop": 1 / 6e12, "cuda.csr_flop": 1 / 2.5e12,
+    "cuda.block": 1e-9,
+    "cuda.byte": 1 / 1.5e12,
+    "cuda.linear_byte": 1 / 1.5e12, "cuda.csr_linear_byte": 1 / 1e12,
+}
 _CONSERVATIVE = 1.25
 _SPARSE_TERMS = ("csr.", "bsr.", "sparse.", "csr_linear.")
 
 
 def builtin_profile(target) -> Profile:
     """The conservative profile used when the target has no calibrated one."""
+    if target.kind.name == "cuda":
+        return Profile(targets.tag(target), dict(_BUILTIN_CUDA), 1,
+                       {"note": "built-in CUDA estimates, not measured on a GPU"})
     lanes = targets.vector_lanes(target)
     coef = {}
     for name, value in _BUILTIN.items():
@@ -142,13 +173,14 @@ def read_profile(path: str | os.PathLike) -> Profile:
     if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
         raise ProfileError(f"{path}: not a profile of format {PROFILE_FORMAT} (got format "
                            f"{data.get('format') if isinstance(data, dict) else None!r})")
-    coef = data.get("coefficients")
-    if not isinstance(coef, dict) or set(coef) != set(COEFFICIENTS) or not all(
-            isinstance(v, (int, float)) and v >= 0 for v in coef.values()):
-        raise ProfileError(f"{path}: coefficients missing or invalid (expected non-negative numbers "
-                           f"for {', '.join(COEFFICIENTS)})")
     if not isinstance(data.get("target"), str):
         raise ProfileError(f"{path}: no target tag")
+    names = coefficient_names(data["target"])
+    coef = data.get("coefficients")
+    if not isinstance(coef, dict) or set(coef) != set(names) or not all(
+            isinstance(v, (int, float)) and v >= 0 for v in coef.values()):
+        raise ProfileError(f"{path}: coefficients missing or invalid (expected non-negative numbers "
+                           f"for {', '.join(names)})")
     meta = {k: v for k, v in data.items() if k not in ("format", "target", "lanes", "coefficients")}
     return Profile(data["target"], {k: float(v) for k, v in coef.items()}, int(data.get("lanes", 16)),
                    meta, str(path))
@@ -178,12 +210,48 @@ def load_profile(target, path: str | os.PathLike | None = None) -> Profile:
 
 # ---------------------------------------------------------------- features: what each kernel does
 
-def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None) -> dict[str, float]:
+def cuda_features(layer: Layer, kind: str, nnz: float | None = None) -> dict[str, float]:
+    """Counts of what the CUDA kernels (``schedules/cuda``) do for ``layer``."""
+    from .schedules.cuda import conv2d as cuda_conv  # noqa: PLC0415 - CUDA only
+
+    if layer.op == "linear":
+        batch, in_features = layer.in_shape
+        out_features = layer.out_shape[1]
+        if kind == "dense":
+            return {"cuda.launch": 1.0, "cuda.linear_byte": 4.0 * batch * in_features * out_features}
+        count = float(np.count_nonzero(layer.weight)) if nnz is None else nnz
+        return {"cuda.launch": 1.0, "cuda.csr_linear_byte": 8.0 * batch * count}
+    spec = kernels.conv_spec(layer)
+    rows = cuda_conv.dense_block_rows(spec) if kind == "dense" else kernels.block_rows_of(kind)
+    # unequal strides run TVM's own conv (kernels._cuda_kernel): counted like ours, unstaged
+    lay = cuda_conv.layout(spec, rows) if spec.stride[0] == spec.stride[1] else None
+    tiles = lay.tiles if lay else -(-spec.out_height * spec.out_width // (cuda_conv.THREADS * cuda_conv.COARSEN))
+    swept = float(spec.batch * tiles * cuda_conv.THREADS * cuda_conv.COARSEN)
+    per_row = layer.weight.size // spec.out_channels
+    if kind == "dense":
+        f = {"cuda.dense_flop": 2.0 * swept * (-(-spec.out_channels // rows) * rows) * per_row}
+    elif nnz is None:
+        count = float(np.count_nonzero(layer.weight)) if rows == 1 else float(
+            sparse.bsr_from_dense(layer.weight, rows).indptr[-1])
+        f = {"cuda.csr_flop" if rows == 1 else "cuda.bsr_flop": 2.0 * swept * count * rows}
+    else:
+        f = {"cuda.csr_flop" if rows == 1 else "cuda.bsr_flop": 2.0 * swept * nnz * rows}
+    direct = lay is not None and lay.direct
+    staged = 0 if direct else (lay.flat_len if lay else 0) + spec.batch * spec.in_channels * spec.height * spec.width
+    f["cuda.launch"] = 1.0 if direct else 2.0 + (len(lay.phases) if lay and lay.stride > 1 else 1)
+    f["cuda.block"] = float(spec.batch * tiles * -(-spec.out_channels // rows))
+    f["cuda.byte"] = 4.0 * (staged + spec.batch * spec.out_channels * spec.out_height * spec.out_width)
+    return f
+
+
+def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda: bool = False) -> dict[str, float]:
     """Counts of everything kernel ``kind`` does for ``layer`` (one per model coefficient).
 
     ``nnz`` overrides the weight's nonzero count (CSR) or block count (BSR) to predict the layer
-    at another sparsity.
+    at another sparsity. ``cuda``: the CUDA kernels' counts (:func:`cuda_features`).
     """
+    if cuda:
+        return cuda_features(layer, kind, nnz)
     f = {"call": 1.0}
     if layer.op == "linear":
         batch, in_features = layer.in_shape
@@ -238,7 +306,8 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None) -> d
 
 def predict(layer: Layer, kind: str, profile: Profile, nnz: float | None = None) -> float:
     """Predicted seconds of ``layer`` run by kernel ``kind`` (``dense``, ``csr``, ``bsr{R}``)."""
-    return sum(v * profile.coefficients[k] for k, v in features(layer, kind, profile.lanes, nnz).items())
+    counts = features(layer, kind, profile.lanes, nnz, profile.cuda)
+    return sum(v * profile.coefficients[k] for k, v in counts.items())
 
 
 # ---------------------------------------------------------------- the decision
@@ -309,7 +378,7 @@ def choose(layer: Layer, profile: Profile) -> Choice:
 
 # ---------------------------------------------------------------- fitting
 
-def fit(samples: list[tuple[Layer, str, float]], lanes: int) -> tuple[dict, float]:
+def fit(samples: list[tuple[Layer, str, float]], lanes: int, cuda: bool = False) -> tuple[dict, float]:
     """Non-negative least squares on relative error: (coefficients, median relative error).
 
     ``samples`` are (layer, kind, measured seconds). Coefficients no sample exercises keep the
@@ -317,17 +386,18 @@ def fit(samples: list[tuple[Layer, str, float]], lanes: int) -> tuple[dict, floa
     """
     from scipy.optimize import nnls  # noqa: PLC0415 - only calibration fits
 
-    rows = np.array([[features(layer, kind, lanes).get(c, 0.0) for c in COEFFICIENTS]
+    names = CUDA_COEFFICIENTS if cuda else COEFFICIENTS
+    rows = np.array([[features(layer, kind, lanes, cuda=cuda).get(c, 0.0) for c in names]
                      for layer, kind, _ in samples])
     t = np.array([s for _, _, s in samples])
     scale = np.maximum(rows.max(axis=0), 1e-30)
     used = rows.max(axis=0) > 0
     a = (rows / scale) / t[:, None]
     coef_scaled, _ = nnls(a[:, used], np.ones(len(t)), maxiter=10000)
-    coef = dict(_BUILTIN)
-    for name, value in zip(np.array(COEFFICIENTS)[used], coef_scaled / scale[used]):
+    coef = dict(_BUILTIN_CUDA if cuda else _BUILTIN)
+    for name, value in zip(np.array(names)[used], coef_scaled / scale[used]):
         coef[str(name)] = float(value)
-    pred = rows @ np.array([coef[c] for c in COEFFICIENTS])
+    pred = rows @ np.array([coef[c] for c in names])
     return coef, float(np.median(np.abs(pred - t) / t))
 
 

@@ -47,19 +47,32 @@ def _device(device: str):
 class Runner:
     """A callable compiled model: ``runner(x) -> numpy array`` (a tuple for several outputs)."""
 
-    def __init__(self, executable, device: str = "cpu", source: str = "<memory>"):
+    def __init__(self, executable, device: str = "cpu", source: str = "<memory>", meta: dict | None = None):
         self.device = device
         self.source = source
-        self._dev = _device(device)
-        self._vm = relax.VirtualMachine(executable, self._dev)
-        try:
-            self.meta = json.loads(str(self._vm[META_FUNCTION]()))
-        except Exception:  # noqa: BLE001 - any failure means "not one of ours"
-            raise ModelLoadError(f"{source}: not an fscnn-tvm library (no {META_FUNCTION} "
-                                 "description inside)") from None
+        self._executable = executable
+        self._vm = None
+        if meta is None:  # a loaded library: its description lives inside it
+            try:
+                meta = json.loads(str(self._machine()[META_FUNCTION]()))
+            except ModelLoadError:
+                raise
+            except Exception:  # noqa: BLE001 - any failure means "not one of ours"
+                raise ModelLoadError(f"{source}: not an fscnn-tvm library (no {META_FUNCTION} "
+                                     "description inside)") from None
+        self.meta = meta
         self.input_shape = tuple(self.meta["input_shape"])
         self.input_dtype = self.meta["input_dtype"]
-        self._main = self._vm["main"]
+
+    def _machine(self):
+        """The Relax VM on the device, made on first use (a CUDA model compiles without a GPU)."""
+        if self._vm is None:
+            self._dev = _device(self.device)
+            if not self._dev.exist:
+                raise ModelLoadError(f"{self.source}: no {self.device} device here to run it on "
+                                     "(it can still be exported)")
+            self._vm = relax.VirtualMachine(self._executable, self._dev)
+        return self._vm
 
     @property
     def plan(self) -> list[dict]:
@@ -77,15 +90,17 @@ class Runner:
         return np.ascontiguousarray(arr)
 
     def _run(self, tensor):
-        return self._main(tensor)
+        return self._machine()["main"](tensor)
 
     def __call__(self, x):
+        self._machine()
         out = self._run(tvm.runtime.tensor(self._check(x), self._dev))
         outs = [o.numpy() for o in out] if not hasattr(out, "numpy") else [out.numpy()]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def benchmark(self, x, repeat: int = 10, warmup: int = 1) -> list[float]:
         """Wall-clock latencies in seconds of ``repeat`` runs on ``x`` (input copy excluded)."""
+        self._machine()
         tensor = tvm.runtime.tensor(self._check(x), self._dev)
         for _ in range(warmup):
             self._run(tensor)

@@ -114,7 +114,8 @@ def test_cli_prune_block_then_compile(tmp_path):
     out = tmp_path / "r18.pt2"
     assert main(["prune", "resnet18", "--sparsity", "0.9", "--block", "8", "--input-shape", "1,3,32,32",
                  "-o", str(out)]) == 0
-    compiled = fscnn_tvm.compile(str(out))
+    # the built-in profile: which sparse kind wins on this CPU's own profile is not the point here
+    compiled = fscnn_tvm.compile(str(out), profile=perf_model.builtin_profile(targets.parse("llvm")))
     assert compiled.plan[0].kernel == "dense"
     assert {r.kernel for r in compiled.plan if r.op == "conv2d"} - {"dense"} == {"bsr8"}
     assert all(abs(r.sparsity - 0.9) < 0.02 for r in compiled.plan[1:])
