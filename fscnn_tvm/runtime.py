@@ -123,5 +123,8 @@ def load(path: str, device: str = "cpu") -> Runner:
             lib = tvm.runtime.load_module(path)
     except Exception as err:  # noqa: BLE001 - dlopen / format errors come in many types
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        if "load_from_bytes.cuda" in first:
+            raise ModelLoadError(f"{path}: built for CUDA; loading it needs TVM's CUDA runtime and a GPU "
+                                 "(none here)") from None
         raise ModelLoadError(f"{path}: cannot load as a compiled model ({first})") from None
     return Runner(lib, device, source=path)

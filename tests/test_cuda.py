@@ -104,7 +104,7 @@ def test_zoo_model_builds_and_exports(spec, arch, tmp_path):
     if not HAS_GPU:
         with pytest.raises(ModelLoadError, match="cuda"):
             compiled(np.zeros((1, 3, 32, 32), np.float32))
-        with pytest.raises(ModelLoadError):
+        with pytest.raises(ModelLoadError, match="built for CUDA"):
             fscnn_tvm.load(path, device="cuda")
 
 
