@@ -4,6 +4,7 @@ Public API (heavy modules load on first use, so ``import fscnn_tvm`` stays cheap
 path never imports torch):
 
 - ``compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None)``
+- ``tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, ...)``
 - ``load(path, device="cpu")``
 - ``models`` (zoo), ``prune`` (magnitude pruning)
 """
@@ -13,7 +14,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["compile", "load", "models", "prune", "__version__"]
+__all__ = ["compile", "tune", "load", "models", "prune", "__version__"]
 
 
 def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, profile=None):  # noqa: A001
@@ -28,6 +29,19 @@ def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=No
     from .build import compile_model
 
     return compile_model(model, input_shape, target, sparse, tuning_log, profile)
+
+
+def tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, sparse="auto", profile=None,
+         rpc_tracker=None, rpc_key=None, progress=False):
+    """Tune ``model``'s kernels for ``target``; returns a :class:`~fscnn_tvm.tuning.TuneReport`.
+
+    Records go to ``log_dir`` (default ``tuning_logs/<target-tag>/<model>/``); compile with
+    ``compile(..., tuning_log=log_dir)``. ``sparse`` and ``profile`` must match the compile's.
+    ``rpc_tracker="host:port"`` with ``rpc_key``: measure on the tracker's devices.
+    """
+    from .tuning import tune as _tune
+
+    return _tune(model, input_shape, target, trials, log_dir, sparse, profile, rpc_tracker, rpc_key, progress)
 
 
 def load(path, device="cpu"):

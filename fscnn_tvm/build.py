@@ -5,6 +5,7 @@ rest -> schedule every PrimFunc -> tvm.compile.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -91,6 +92,17 @@ class CompiledModel(Runner):
         return path
 
 
+def _kernel(layer, kind: str, target, tuned) -> kernels.Kernel | None:
+    """The layer's kernel: hand rules, or the tuned configuration and schedule of a tuning log."""
+    kernel = kernels.build_kernel(layer, kind, target)
+    config = tuned.config(kernel) if tuned is not None and kernel is not None else None
+    if config is None:
+        return kernel
+    variant = kernels.build_kernel(layer, kind, target, config) if config else kernel
+    func = tuned.schedule(kernel, variant)
+    return dataclasses.replace(variant, func=func) if func is not None else variant
+
+
 def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
                   tuning_log: str | None = None, profile=None) -> CompiledModel:
     """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``.
@@ -101,9 +113,11 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     tgt = targets.parse(target)
     if not isinstance(profile, perf_model.Profile):
         profile = perf_model.load_profile(tgt, profile)
+    tuned = None
     if tuning_log is not None:
-        raise NotImplementedError("tuning_log: compiling from tuning records is not available in "
-                                  "this version; omit it to use the hand schedules")
+        from .tuning import TunedSchedules  # noqa: PLC0415 - MetaSchedule, only with a log
+
+        tuned = TunedSchedules(tuning_log, tgt)
     start = time.perf_counter()
     imported = frontend.import_model(model, input_shape)
     log.info("imported %s in %.1f s", imported.source, time.perf_counter() - start)
@@ -113,7 +127,9 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     log.info("plan:\n%s", format_plan(plan))
     progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
                     file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))
-    built = [kernels.build_kernel(layer, row.kernel, tgt) for layer, row in progress]
+    built = [_kernel(layer, row.kernel, tgt, tuned) for layer, row in progress]
+    if tuned is not None:
+        log.info("applied %d tuned records from %s", tuned.applied, tuning_log)
     mod = passes.apply_plan(imported.mod, layers, built, tgt)
     mod = _legalize(mod, tgt)
     from .schedules import schedule_module  # noqa: PLC0415 - heavy, only needed here

@@ -25,7 +25,7 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _add_compile_options(p: argparse.ArgumentParser) -> None:
+def _add_compile_options(p: argparse.ArgumentParser, tuning_log: bool = True) -> None:
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                    help="input shape (default: 1,3,224,224 for zoo models; from the file otherwise)")
     p.add_argument("--target", default="llvm",
@@ -33,6 +33,10 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparse", choices=("auto", "always", "never"), default="auto",
                    help="per-layer sparse kernel choice (default: auto, by the performance model)")
     _add_profile_option(p)
+    if tuning_log:
+        p.add_argument("--tuning-log", metavar="DIR",
+                       help="apply the tuning records in DIR (from `fscnn-tvm tune`); per kernel a "
+                            "record is used only where it measured faster than the hand schedule")
 
 
 def _add_profile_option(p: argparse.ArgumentParser) -> None:
@@ -52,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-o", "--output", required=True, help="path of the .so to write")
     _add_compile_options(p)
+
+    p = sub.add_parser("tune", help="tune a model's kernels and write tuning records",
+                       description="MODEL is a zoo spec, a .pt2 or an .onnx file. Measures configurations "
+                                   "of every distinct kernel of the model's plan (MetaSchedule, XGBoost "
+                                   "cost model) and writes the records to DIR; `compile --tuning-log DIR` "
+                                   "applies them. An interrupted run keeps its records; rerun to resume.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--trials", type=int, default=8, metavar="N",
+                   help="MetaSchedule trials per dense conv kernel (default 8; sparse kernels measure "
+                        "a fixed handful of configurations)")
+    p.add_argument("--log-dir", metavar="DIR",
+                   help="where the records go (default: tuning_logs/<target-tag>/<model>/)")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on the devices registered with this TVM RPC tracker (builds stay local)")
+    p.add_argument("--rpc-key", metavar="KEY", help="device key of the RPC servers (with --rpc-tracker)")
+    _add_compile_options(p, tuning_log=False)
 
     p = sub.add_parser("run", help="run a compiled library")
     p.add_argument("library", metavar="LIBRARY.so")
@@ -106,11 +126,22 @@ def _cmd_compile(args) -> int:
     import fscnn_tvm  # noqa: PLC0415
 
     compiled = fscnn_tvm.compile(args.model, input_shape=args.input_shape, target=args.target,
-                                 sparse=args.sparse, profile=args.profile)
+                                 sparse=args.sparse, profile=args.profile, tuning_log=args.tuning_log)
     compiled.export_library(args.output)
     if args.verbose:
         print(compiled.explain(), file=sys.stderr)
         print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from . import tuning  # noqa: PLC0415
+
+    report = tuning.tune(args.model, input_shape=args.input_shape, target=args.target, trials=args.trials,
+                         log_dir=args.log_dir, sparse=args.sparse, profile=args.profile,
+                         rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+                         progress=args.verbose > 0 or sys.stderr.isatty())
+    print(report.format())
     return 0
 
 
@@ -223,7 +254,7 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "prune": _cmd_prune, "demo": _cmd_demo,
+COMMANDS = {"compile": _cmd_compile, "tune": _cmd_tune, "run": _cmd_run, "prune": _cmd_prune, "demo": _cmd_demo,
             "explain": _cmd_explain, "calibrate": _cmd_calibrate}
 
 
@@ -234,14 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         import warnings  # noqa: PLC0415
 
-        from .errors import ProfileWarning  # noqa: PLC0415
+        from .errors import ProfileWarning, TuningLogWarning  # noqa: PLC0415
 
         warnings.filterwarnings("ignore")  # torch.export's deprecation chatter
         warnings.filterwarnings("default", category=ProfileWarning)  # but say when a guess is used
+        warnings.filterwarnings("default", category=TuningLogWarning)  # or records are left out
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("fscnn-tvm: interrupted", file=sys.stderr)
+        kept = "; finished tuning records are kept, rerun to resume" if args.command == "tune" else ""
+        print(f"fscnn-tvm: interrupted{kept}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, NotImplementedError, OSError) as err:
         if args.verbose >= 2:

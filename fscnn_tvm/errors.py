@@ -25,3 +25,11 @@ class ProfileError(ValueError):
 
 class ProfileWarning(UserWarning):
     """No calibrated performance profile for the target: the built-in conservative one is used."""
+
+
+class TuningLogError(ValueError):
+    """A tuning log that cannot be used (missing, corrupt, or for another target)."""
+
+
+class TuningLogWarning(UserWarning):
+    """A tuning log that is ignored or repaired (another TVM version, a record cut short)."""

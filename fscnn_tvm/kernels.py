@@ -7,6 +7,7 @@ function up applies the matching schedule.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,12 @@ def conv_spec(layer: Layer) -> conv_ops.Conv2dSpec:
                                a["stride"], a["padding"], a["dilation"], a["groups"])
 
 
+def max_ow_tile(lanes: int, oc_block: int) -> int:
+    """Widest output-column tile whose accumulators fit the registers (~14 of 32 zmm, ~10 of 16 ymm)."""
+    budget = 14 if lanes >= 16 else 10
+    return max(1, budget * lanes // oc_block)
+
+
 def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
     """(kind, ow_tile, oc_block) for a dense conv on a CPU with ``lanes`` fp32 lanes.
 
@@ -46,7 +53,6 @@ def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
     whole row x two vectors, and so do large kernels (5x5 and up: each broadcast then feeds two
     FMAs). Tiles are chosen to waste the fewest padded columns.
     """
-    budget = 14 if lanes >= 16 else 10
     ow = spec.out_width
     large_kernel = spec.kernel[0] * spec.kernel[1] >= 25  # 7x7 stem: 1.50 -> 1.04 ms with 2 vectors
     oc_block = lanes if (ow >= 12 and not large_kernel) or spec.out_channels <= lanes else 2 * lanes
@@ -55,7 +61,7 @@ def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
     if not conv_ops.oc_vectorizable(spec, oc_block):
         tiles = max(1, min(4, -(-ow // lanes)))
         return "conv2d_spatial", tiles * lanes, lanes
-    max_tile = max(1, budget * lanes // oc_block)
+    max_tile = max_ow_tile(lanes, oc_block)
     if ow <= max_tile:
         return "conv2d_oc_blocked", ow, oc_block
     best = min(range(max(2, max_tile // 2), max_tile + 1), key=lambda t: (-(-ow // t) * t - ow, -t))
@@ -74,6 +80,7 @@ def _dense_conv(layer: Layer, lanes: int) -> Kernel:
         weight = layer.weight
     func = te.create_prim_func(inputs + [out]).with_attrs(
         {"fscnn.kernel": kind, "fscnn.ow_tile": ow_tile, "fscnn.oc_block": oc_block,
+         "fscnn.out_width": spec.out_width, "fscnn.max_ow_tile": max_ow_tile(lanes, oc_block),
          "op_pattern": OPAQUE})
     constants = [weight] + ([layer.bias] if layer.bias is not None else [])
     key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items())))
@@ -148,9 +155,13 @@ def sparse_conv_chunks(spec: conv_ops.Conv2dSpec, block_rows: int) -> int:
     return max(1, -(-spec.in_channels // CHUNK_CHANNELS))
 
 
-def _sparse_conv(layer: Layer, block_rows: int, lanes: int) -> Kernel:
+def _sparse_conv(layer: Layer, block_rows: int, lanes: int, knobs: dict | None = None) -> Kernel:
     spec = conv_spec(layer)
     layout = sparse_conv_layout(spec, block_rows, lanes)
+    if knobs:  # a tuned configuration (tuning.py): register tile, chunks, aligned or not
+        layout = dataclasses.replace(layout, tile=int(knobs.get("tile_vectors", layout.tile // lanes)) * lanes,
+                                     chunks=int(knobs.get("chunks", layout.chunks)),
+                                     align=int(knobs.get("align", layout.align)))
     has_residual = layer.residual is not None
     func = sparse_conv_ops.sparse_conv2d(layout, layer.act, has_residual).with_attrs(
         {"fscnn.kernel": "sparse_conv2d", "fscnn.lanes": lanes, "op_pattern": OPAQUE})
@@ -215,9 +226,10 @@ def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
     return Kernel(func, weights + [bias], key, f"fscnn_cuda_{name}_conv2d")
 
 
-def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel | None:
+def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict | None = None) -> Kernel | None:
     """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target`` (``None``: the
-    layer is left to TVM's own lowering)."""
+    layer is left to TVM's own lowering). ``knobs`` overrides compute-level choices of the rules
+    (a tuned configuration of the x86 sparse conv: ``tile_vectors``, ``chunks``, ``align``)."""
     if target.kind.name == "cuda":
         return _cuda_kernel(layer, kind)
     if target.kind.name != "llvm":
@@ -229,5 +241,5 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target) -> Kernel |
     if kind == "csr" and layer.op == "linear":
         return _sparse_linear(layer, lanes)
     if (kind == "csr" or kind.startswith("bsr")) and layer.op == "conv2d":
-        return _sparse_conv(layer, block_rows_of(kind), lanes)
+        return _sparse_conv(layer, block_rows_of(kind), lanes, knobs)
     raise NotImplementedError(f"{layer.name}: kernel kind {kind!r} is not available for {layer.op}")

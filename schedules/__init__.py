@@ -1,8 +1,10 @@
 """Per-target kernel schedules (installed as ``fscnn_tvm.schedules``).
 
-Precedence, one rule in one place: a PrimFunc already marked ``tirx.is_scheduled`` is kept; every
-other PrimFunc gets the first hand schedule of its target's ordered ``RULES`` list that accepts it.
-(Tuned records, once the tuning issue lands, come before the hand schedules.)
+Precedence, one rule in one place: **a tuned record, else our hand schedule.** A kernel whose
+tuning log entry says its best record measured faster than the hand schedule (same runner, same
+job; ``fscnn_tvm/tuning.py``) arrives here already scheduled by that record and marked
+``tirx.is_scheduled``, and is kept; every other PrimFunc gets the first hand schedule of its
+target's ordered ``RULES`` list that accepts it.
 """
 from __future__ import annotations
 
@@ -22,11 +24,20 @@ def rules_for(target: tvm.target.Target) -> list:
     return cuda.RULES
 
 
+def fresh_copy(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """A deep copy of ``func``. ``s_tir.Schedule`` can rewrite the statements of the PrimFunc it
+    was given in place (seen with the sparse conv's TVMScript function, and with MetaSchedule's
+    replayed traces: a second schedule of one kernel then fails to build), so whatever may be
+    scheduled more than once (tuning does) is scheduled from a copy."""
+    return tvm.ir.load_json(tvm.ir.save_json(func))
+
+
 def schedule_func(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc:
     """The scheduled version of ``func`` for ``target`` (marked ``tirx.is_scheduled``)."""
     if func.attrs and func.attrs.get("tirx.is_scheduled"):
         return func
     lanes = targets.vector_lanes(target)
+    func = fresh_copy(func)
     with target:  # CUDA rules read the target (dlight)
         for rule in rules_for(target):
             scheduled = rule(func, lanes)

@@ -73,6 +73,23 @@ def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Sch
     return sch
 
 
+def ow_tile_candidates(func: tirx.PrimFunc) -> list[int]:
+    """Output-column tiles the tuner may sample for an ``oc_blocked`` conv: the hand rule's
+    range (kernels.conv_tile), its own choice first."""
+    hand = int(func.attrs["fscnn.ow_tile"])
+    ow = int(func.attrs["fscnn.out_width"])
+    top = int(func.attrs["fscnn.max_ow_tile"])
+    return [hand] + [t for t in range(max(2, top // 2), min(ow, top) + 1) if t != hand]
+
+
+def space(sch: s_tir.Schedule) -> None:
+    """MetaSchedule design space (tuning.py): the hand schedule with ``ow_tile`` sampled."""
+    func = sch.mod["main"]
+    candidates = ow_tile_candidates(func)
+    ow_tile = sch.sample_categorical(candidates, [1.0 / len(candidates)] * len(candidates))
+    schedule_oc_blocked(sch, ow_tile)
+
+
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     """Schedule an fscnn conv2d PrimFunc; ``None`` if ``func`` is not one."""
     kernel = func.attrs.get("fscnn.kernel") if func.attrs else None
