@@ -45,8 +45,9 @@ def max_ow_tile(lanes: int, oc_block: int) -> int:
     return max(1, budget * lanes // oc_block)
 
 
-def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
-    """(kind, ow_tile, oc_block) for a dense conv on a CPU with ``lanes`` fp32 lanes.
+def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int, oc_block: int | None = None) -> tuple[str, int, int]:
+    """(kind, ow_tile, oc_block) for a dense conv on a CPU with ``lanes`` fp32 lanes (``oc_block``:
+    a tuned choice instead of the rule's).
 
     A tile keeps ~14 accumulators live (of 32 registers with AVX-512, of 16 with AVX2 ~10): wide
     rows get ``ow_tile`` ~14 x one vector of output channels; narrow rows (<12 columns) get the
@@ -55,7 +56,8 @@ def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
     """
     ow = spec.out_width
     large_kernel = spec.kernel[0] * spec.kernel[1] >= 25  # 7x7 stem: 1.50 -> 1.04 ms with 2 vectors
-    oc_block = lanes if (ow >= 12 and not large_kernel) or spec.out_channels <= lanes else 2 * lanes
+    if oc_block is None:
+        oc_block = lanes if (ow >= 12 and not large_kernel) or spec.out_channels <= lanes else 2 * lanes
     if not conv_ops.oc_vectorizable(spec, oc_block):
         oc_block = lanes
     if not conv_ops.oc_vectorizable(spec, oc_block):
@@ -68,9 +70,9 @@ def conv_tile(spec: conv_ops.Conv2dSpec, lanes: int) -> tuple[str, int, int]:
     return "conv2d_oc_blocked", best, oc_block
 
 
-def _dense_conv(layer: Layer, lanes: int) -> Kernel:
+def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
     spec = conv_spec(layer)
-    kind, ow_tile, oc_block = conv_tile(spec, lanes)
+    kind, ow_tile, oc_block = conv_tile(spec, lanes, (knobs or {}).get("oc_block"))
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
     if kind == "conv2d_oc_blocked":
         inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
@@ -229,7 +231,7 @@ def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
 def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict | None = None) -> Kernel | None:
     """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target`` (``None``: the
     layer is left to TVM's own lowering). ``knobs`` overrides compute-level choices of the rules
-    (a tuned configuration of the x86 sparse conv: ``tile_vectors``, ``chunks``, ``align``)."""
+    (a tuned configuration: dense conv ``oc_block``; sparse conv ``tile_vectors``, ``chunks``, ``align``)."""
     if target.kind.name == "cuda":
         return _cuda_kernel(layer, kind)
     if target.kind.name != "llvm":
@@ -237,7 +239,7 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict
                                   "available")
     lanes = targets.vector_lanes(target)
     if kind == "dense":
-        return _dense_conv(layer, lanes) if layer.op == "conv2d" else _dense_linear(layer, lanes)
+        return _dense_conv(layer, lanes, knobs) if layer.op == "conv2d" else _dense_linear(layer, lanes)
     if kind == "csr" and layer.op == "linear":
         return _sparse_linear(layer, lanes)
     if (kind == "csr" or kind.startswith("bsr")) and layer.op == "conv2d":
