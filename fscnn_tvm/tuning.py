@@ -186,8 +186,8 @@ def extract_tasks(layers: list, plan: list, target: tvm.target.Target, trials: i
 #
 # One job has one runner (its worker pool starts once) and builds in this process: MetaSchedule's
 # LocalBuilder starts two fresh worker pools per call (~3 s each, more than most measurements).
-# The runner's workers get each candidate's arguments from files: arrays saved under
-# ``args/<signature>/``, the signature being the arguments' dtypes and shapes, which is all a
+# The runner's workers get each candidate's arguments from files: arrays saved in the job's scratch
+# folder, ``args/<signature>/``, the signature being the arguments' dtypes and shapes, all a
 # runner is told about them. Sparse kernels need real CSR arrays there (random ones would read out
 # of bounds); two kernels with one signature have one spec and layout, and share a set.
 
@@ -419,7 +419,7 @@ def _record_seconds(db, task: Task, target) -> float:
     return min(runs, default=float("inf"))
 
 
-def _measure_fixed(group: list[Task], db, target, runner, builder, folder: Path) -> None:
+def _measure_fixed(group: list[Task], db, target, runner, builder, scratch: Path) -> None:
     """Measure the fixed workloads of ``group`` that have no record yet, in one batch, and commit
     each time as a MetaSchedule record (its trace: the hand schedule of that configuration)."""
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
@@ -429,7 +429,7 @@ def _measure_fixed(group: list[Task], db, target, runner, builder, folder: Path)
     todo = [t for t in group if not _records(db, t.func, target)]
     if not todo:
         return
-    infos = [_save_arguments(t, folder) for t in todo]
+    infos = [_save_arguments(t, scratch) for t in todo]
     for task, info, seconds in zip(todo, infos, _measure(list(zip((t.func for t in todo), infos)),
                                                          target, runner, builder)):
         if seconds < float("inf"):
@@ -438,7 +438,7 @@ def _measure_fixed(group: list[Task], db, target, runner, builder, folder: Path)
             db.commit_tuning_record(ms.database.TuningRecord(trace, workload, [seconds], target, info))
 
 
-def _search(task: Task, db, target, runner, builder, work_dir: str, folder: Path) -> None:
+def _search(task: Task, db, target, runner, builder, work_dir: str, scratch: Path) -> None:
     """MetaSchedule's evolutionary search (XGBoost cost model) over the task's sampled knob until
     it has ``task.trials`` records (a resumed job measures only what is missing)."""
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
@@ -449,7 +449,7 @@ def _search(task: Task, db, target, runner, builder, work_dir: str, folder: Path
     remaining = task.trials - len(_records(db, task.func, target))
     if remaining <= 0:
         return
-    _save_arguments(task, folder)  # what the runner's workers call the candidates with
+    _save_arguments(task, scratch)  # what the runner's workers call the candidates with
     with _no_tensor_intrinsics():
         context = ms.TuneContext(
             mod=tvm.IRModule({"main": fresh_copy(task.func)}), target=target,
@@ -465,7 +465,7 @@ def _search(task: Task, db, target, runner, builder, work_dir: str, folder: Path
                   task_scheduler="round-robin")
 
 
-def _tune_sparse(base: Task, db, target, runner, builder, folder: Path, progress) -> list[Task]:
+def _tune_sparse(base: Task, db, target, runner, builder, scratch: Path, progress) -> list[Task]:
     """Tune a sparse conv's knobs stage by stage (``_sparse_stages``); returns every configuration
     measured, the hand one first."""
     lanes = targets.vector_lanes(target)
@@ -479,7 +479,7 @@ def _tune_sparse(base: Task, db, target, runner, builder, folder: Path, progress
             config = {k: v for k, v in {**best, **dict(zip(stage, values))}.items() if v != hand[k]}
             task = _variant(base, config, target)
             group.append(seen.setdefault(task.name, task))
-        _measure_fixed(group, db, target, runner, builder, folder)
+        _measure_fixed(group, db, target, runner, builder, scratch)
         winner = min(group, key=lambda t: _record_seconds(db, t, target))
         best = dict(winner.config)
         progress(f"{'+'.join(stage)}: best {json.dumps(best) if best else 'hand'} "
@@ -541,22 +541,24 @@ def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, l
     tasks = extract_tasks(layers, make_plan(layers, sparse, profile), tgt, trials)
     db = open_database(folder)
     bar = tqdm(tasks, desc="tune", unit="task", file=sys.stderr, disable=not progress)
-    runner, builder = _runner(folder, rpc), _builder()
-    with tempfile.TemporaryDirectory() as work_dir:
+    # argument arrays and MetaSchedule's own files live in a scratch folder, not with the records
+    with tempfile.TemporaryDirectory(prefix="fscnn-tune-") as work_dir:
+        scratch = Path(work_dir)
+        runner, builder = _runner(scratch, rpc), _builder()
         for base in bar:
             if meta["tasks"].get(base.name, {}).get("done"):
                 continue
             label = f"{base.layers[0]} ({base.kind})"
             bar.set_postfix_str(label)
             if base.space == "fixed":
-                group = _tune_sparse(base, db, tgt, runner, builder, folder,
+                group = _tune_sparse(base, db, tgt, runner, builder, scratch,
                                      lambda text, label=label: bar.set_postfix_str(f"{label} {text}"))
             else:  # every output-channel block, its register tile searched by MetaSchedule
                 lanes = targets.vector_lanes(tgt)
                 group = [base] + [_variant(base, {"oc_block": b}, tgt, trials) for b in _oc_block_options(base, lanes)]
                 for task in group:
-                    _search(task, db, tgt, runner, builder, work_dir, folder)
-            entry = _decide(group, db, tgt, folder, runner, builder)
+                    _search(task, db, tgt, runner, builder, work_dir, scratch)
+            entry = _decide(group, db, tgt, scratch, runner, builder)
             meta["tasks"][base.name] = entry
             _write_meta(folder, meta)
             bar.set_postfix_str(f"{label} hand {entry['hand_ms']:.3f} ms, tuned {entry['tuned_ms']:.3f} ms")
@@ -597,7 +599,7 @@ def _start_meta(folder: Path, target, trials: int, model) -> dict:
     return meta
 
 
-def _decide(group: list[Task], db, target, folder: Path, runner, builder) -> dict:
+def _decide(group: list[Task], db, target, scratch: Path, runner, builder) -> dict:
     """Measure the hand schedule and the best record side by side (one runner, one call); the
     record is used only if it measured faster by ``MARGIN``."""
     from .schedules import schedule_func  # noqa: PLC0415
@@ -606,9 +608,9 @@ def _decide(group: list[Task], db, target, folder: Path, runner, builder) -> dic
     measured = [t for t in group if _record_seconds(db, t, target) < float("inf")]
     best_task = min(measured, key=lambda t: _record_seconds(db, t, target), default=None)
     best_func = _best_func(db, best_task, target) if best_task is not None else None
-    candidates = [(schedule_func(base.kernel.func, target), _save_arguments(base, folder))]
+    candidates = [(schedule_func(base.kernel.func, target), _save_arguments(base, scratch))]
     if best_func is not None:
-        candidates.append((best_func, _save_arguments(best_task, folder)))
+        candidates.append((best_func, _save_arguments(best_task, scratch)))
     times = _measure(candidates, target, runner, builder) + [float("inf")]
     hand, best = times[0], times[1]
     use = best < MARGIN * hand

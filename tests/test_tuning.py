@@ -81,6 +81,9 @@ def records_per_workload(folder: Path) -> list[int]:
 
 def test_tune_writes_records_and_meta(tuned):
     _, folder, report = tuned
+    # the records only (argument arrays stay in the job's scratch folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["database_tuning_record.json", "database_workload.json",
+                                                        "meta.json"]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["tvm"] and meta["target"] == targets.tag(targets.parse("llvm")) and meta["host_cpu"]
     assert meta["trials"] == TRIALS and meta["date"]
