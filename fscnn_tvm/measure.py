@@ -58,9 +58,10 @@ class KernelTimer:
             lib = self._compiled[kernel.key] = tvm.compile(mod, self.target)
         return lib
 
-    def seconds(self, layer: Layer, kind: str) -> float:
-        """Median seconds of one call of ``layer``'s ``kind`` kernel (input and residual random)."""
-        kernel = kernels.build_kernel(layer, kind, self.target)
+    def seconds(self, layer: Layer, kind: str, knobs: dict | None = None) -> float:
+        """Median seconds of one call of ``layer``'s ``kind`` kernel (input and residual random);
+        ``knobs``: a configuration other than the rules' (see ``kernels.build_kernel``)."""
+        kernel = kernels.build_kernel(layer, kind, self.target, knobs)
         lib = self._library(kernel)
         dev = self.dev
         rng = np.random.default_rng(0)

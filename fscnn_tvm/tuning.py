@@ -23,9 +23,10 @@ and each batch of candidates is built and run in one call.
 (``database_workload.json``, ``database_tuning_record.json``: one line per record, appended as it
 is measured, so a killed job keeps every finished record) and ``meta.json`` (written atomically:
 TVM version, full target, trials, date, host CPU, and per base task the hand schedule's latency,
-the best record's, the configuration and whether the record is used). A rerun skips tasks whose
-records are already there and only measures what is missing. A truncated last line (a kill during
-a write) is dropped with a warning.
+the best record's, the configuration, whether the record is used, and every time measured). A
+rerun skips finished tasks and only measures what is missing. A truncated last line (a kill
+during a write) is dropped with a warning. When every task is done the database is compacted to
+the records compile uses (``_compact``).
 
 **Applying.** ``compile(..., tuning_log=DIR)``: per kernel, the tuned configuration and record if
 ``meta.json`` says it measured faster than the hand schedule (both measured by the same runner in
@@ -397,6 +398,19 @@ class TuneReport:
 
 
 @contextlib.contextmanager
+def _plain_text_statistics():
+    """MetaSchedule prints its statistics as a pandas table when it runs in a Jupyter kernel
+    (and fails without pandas); our progress and report say what matters, so it logs text."""
+    name = "s_tir.meta_schedule.using_ipython"
+    original = tvm.get_global_func(name)
+    tvm.register_global_func(name, lambda: False, override=True)
+    try:
+        yield
+    finally:
+        tvm.register_global_func(name, original, override=True)
+
+
+@contextlib.contextmanager
 def _no_tensor_intrinsics():
     """``ms.TuneContext`` imports ``tvm.s_tir.tensor_intrin``, which parses ~250 TVMScript
     intrinsics (30-80 s here: the parser walks ``inspect.stack()`` and every frame scans
@@ -458,11 +472,12 @@ def _search(task: Task, db, target, runner, builder, work_dir: str, scratch: Pat
             search_strategy=ms.search_strategy.EvolutionarySearch(population_size=max(8, task.trials),
                                                                   init_measured_ratio=0.0, genetic_num_iters=1),
             task_name=task.name, num_threads=1)
-    ms.tune_tasks(tasks=[context], task_weights=[1.0], work_dir=work_dir, max_trials_global=remaining,
-                  max_trials_per_task=remaining, num_trials_per_iter=remaining,
-                  builder=builder, runner=runner, database=db,
-                  cost_model=ms.cost_model.XGBModel(num_tuning_cores=1), measure_callbacks="default",
-                  task_scheduler="round-robin")
+    with _plain_text_statistics():
+        ms.tune_tasks(tasks=[context], task_weights=[1.0], work_dir=work_dir, max_trials_global=remaining,
+                      max_trials_per_task=remaining, num_trials_per_iter=remaining,
+                      builder=builder, runner=runner, database=db,
+                      cost_model=ms.cost_model.XGBModel(num_tuning_cores=1), measure_callbacks="default",
+                      task_scheduler="round-robin")
 
 
 def _tune_sparse(base: Task, db, target, runner, builder, scratch: Path, progress) -> list[Task]:
@@ -564,9 +579,33 @@ def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, l
             bar.set_postfix_str(f"{label} hand {entry['hand_ms']:.3f} ms, tuned {entry['tuned_ms']:.3f} ms")
             log.info("%s %s: hand %.3f ms, best record %.3f ms (%s)%s", base.name, label, entry["hand_ms"],
                      entry["best_ms"], json.dumps(entry["config"]), "" if entry["use_record"] else "; hand kept")
+    if all(meta["tasks"].get(t.name, {}).get("done") for t in tasks):
+        used = [_variant(t, meta["tasks"][t.name]["config"], tgt, trials) for t in tasks
+                if meta["tasks"][t.name]["use_record"]]
+        _compact(folder, db, [t.func for t in used], tgt)
+        meta["compacted"] = True
     meta["seconds"] = round(meta.get("seconds", 0) + time.perf_counter() - start, 1)
     _write_meta(folder, meta)
     return TuneReport(str(folder), meta["tasks"], time.perf_counter() - start)
+
+
+def _compact(folder: Path, db, keep: list, target) -> None:
+    """Once every task is done: keep in the database only the best record of each configuration
+    that compile will use (every measurement is in ``meta.json``'s ``measured`` lists). A
+    workload is the whole IRModule as JSON (~0.1 MB), and a job measures ~10 per sparse kernel:
+    ResNet-50's full database is ~30 MB, its compacted one ~2 MB."""
+    from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        small = ms.database.JSONDatabase(work_dir=tmp, module_equality="structural")
+        for func in keep:
+            best = _best_record(db, func, target)
+            if best is not None:
+                workload = small.commit_workload(tvm.IRModule({"main": func}))
+                small.commit_tuning_record(ms.database.TuningRecord(best.trace, workload, list(best.run_secs),
+                                                                    best.target, best.args_info))
+        for name in ("database_tuning_record.json", "database_workload.json"):
+            os.replace(Path(tmp) / name, folder / name)
 
 
 def _parse_rpc(tracker: str | None, key: str | None):
@@ -614,7 +653,10 @@ def _decide(group: list[Task], db, target, scratch: Path, runner, builder) -> di
     times = _measure(candidates, target, runner, builder) + [float("inf")]
     hand, best = times[0], times[1]
     use = best < MARGIN * hand
-    return {"layers": base.layers, "kind": base.kind, "trials": sum(len(_records(db, t.func, target)) for t in group),
+    measured_ms = [{"config": t.config, "ms": [round(float(np.mean([float(x) for x in r.run_secs])) * 1e3, 5)
+                                           for r in _records(db, t.func, target) if r.run_secs]} for t in group]
+    return {"layers": base.layers, "kind": base.kind, "trials": sum(len(m["ms"]) for m in measured_ms),
+            "measured": measured_ms,
             "scheduled_workload": base.space == "fixed",
             "hand_ms": hand * 1e3, "best_ms": best * 1e3, "tuned_ms": min(hand, best) * 1e3 if use else hand * 1e3,
             "use_record": bool(use), "config": best_task.config if use else {},

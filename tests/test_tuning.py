@@ -70,13 +70,15 @@ def tuned(tmp_path_factory, profile):
     return model, folder, report
 
 
-def records_per_workload(folder: Path) -> list[int]:
-    """How many records each workload of the log holds (JSONDatabase line format)."""
-    counts: dict[int, int] = {}
-    for line in (folder / "database_tuning_record.json").read_text().splitlines():
-        index = json.loads(line)[0]
-        counts[index] = counts.get(index, 0) + 1
-    return sorted(counts.values())
+def measurements(meta: dict) -> int:
+    """How many times the job measured a candidate (``meta.json``'s history)."""
+    return sum(len(m["ms"]) for e in meta["tasks"].values() for m in e["measured"])
+
+
+def database_lines(folder: Path) -> list:
+    """(workload index, run seconds) of every record line of the log's JSONDatabase."""
+    return [(json.loads(line)[0], json.loads(line)[1][1])
+            for line in (folder / "database_tuning_record.json").read_text().splitlines()]
 
 
 def test_tune_writes_records_and_meta(tuned):
@@ -97,7 +99,10 @@ def test_tune_writes_records_and_meta(tuned):
         assert entry["use_record"] == (entry["best_ms"] < tuning.MARGIN * entry["hand_ms"]), name
     dense = next(e for e in meta["tasks"].values() if e["kind"] == "dense")
     assert dense["trials"] >= TRIALS  # MetaSchedule measured the trial budget (per output-channel block)
-    assert sum(records_per_workload(folder)) >= TRIALS + 2 * 3  # sparse: >= 3 configs each
+    assert measurements(meta) >= TRIALS + 2 * 3  # sparse: >= 3 configurations each
+    # compacted: one record per configuration in use, one workload each
+    used = sum(e["use_record"] for e in meta["tasks"].values())
+    assert meta["compacted"] and sorted(w for w, _ in database_lines(folder)) == list(range(used))
     assert "tuned 3 tasks" in report.format()
 
 
@@ -194,11 +199,10 @@ def test_killed_job_resumes_and_loses_nothing(tmp_path, profile):
         warnings.simplefilter("ignore", TuningLogWarning)
         report = fscnn_tvm.tune(str(pt2), trials=TRIALS, log_dir=folder, profile=profile)
     assert len(report.tasks) == 3 and all(e["done"] for e in report.tasks.values())
-    for name, entry in finished.items():  # finished tasks were not measured again
+    for name, entry in finished.items():  # finished tasks kept their records and were not measured again
         assert report.tasks[name] == entry
-    records_after = (folder / "database_tuning_record.json").read_text().splitlines()
-    complete = [line for line in records_before if _parses(line)]
-    assert records_after[:len(complete)] == complete  # every finished record kept
+        assert entry["trials"] >= 1
+    assert records_before and all(_parses(line) for line in records_before[:-1])
 
 
 def test_cut_short_record_line_is_dropped_with_a_warning(tuned, profile, tmp_path):
@@ -207,7 +211,7 @@ def test_cut_short_record_line_is_dropped_with_a_warning(tuned, profile, tmp_pat
     shutil.copytree(folder, copy)
     path = copy / "database_tuning_record.json"
     lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    path.write_text("".join(f"{line}\n" for line in lines) + '[0, [[[["GetSBlock", [], ["conv", "ma')
     with pytest.warns(TuningLogWarning, match="dropped 1 unreadable line"):
         compiled = fscnn_tvm.compile(model, SHAPE, profile=profile, tuning_log=copy)
     assert path.read_text().splitlines() == lines
@@ -317,7 +321,7 @@ def test_rpc_loopback_two_servers(tmp_path, profile):
         assert len(report.tasks) == 3
         for name, entry in report.tasks.items():
             assert entry["done"] and 0 < entry["hand_ms"] < float("inf"), name
-        assert sum(records_per_workload(folder)) >= 2 + 2 * 3
+        assert measurements(meta) >= 2 + 2 * 3
         compiled = fscnn_tvm.compile(model, SHAPE, profile=profile, tuning_log=folder)
         x = random_input(SHAPE, 0)
         assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
@@ -330,7 +334,8 @@ def test_rpc_loopback_two_servers(tmp_path, profile):
 def test_records_hold_real_measurements(tuned):
     """Run times in the database are plausible seconds, not the 1e10 of a failed candidate."""
     _, folder, _ = tuned
-    times = [t for line in (folder / "database_tuning_record.json").read_text().splitlines()
-             for t in json.loads(line)[1][1]]
+    meta = json.loads((folder / "meta.json").read_text())
+    times = [t for _, secs in database_lines(folder) for t in secs]
+    times += [ms / 1e3 for e in meta["tasks"].values() for m in e["measured"] for ms in m["ms"]]
     assert times and all(0 < t < 1 for t in times), times
     assert np.isfinite(times).all()

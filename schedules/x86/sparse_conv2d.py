@@ -36,11 +36,17 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     """Schedule an fscnn sparse conv PrimFunc; ``None`` if ``func`` is not one."""
     if not func.attrs or func.attrs.get("fscnn.kernel") != "sparse_conv2d":
         return None
-    vl = int(func.attrs["fscnn.lanes"])
     # The row block reads Cp (a chunk's partial sum) and writes it back, which s_tir's parallel
     # check rejects; chunks of one tile run serially in either choice below, so no two threads
     # touch the same outputs.
     sch = s_tir.Schedule(func, enable_check=False)
+    apply(sch, lanes)
+    return sch.mod["main"]
+
+
+def apply(sch: s_tir.Schedule, lanes: int) -> None:
+    """The schedule's steps on ``sch`` (a schedule of an fscnn sparse conv PrimFunc)."""
+    vl = int(sch.mod["main"].attrs["fscnn.lanes"])
     b, po, ch, row = sch.get_loops(sch.get_sblock("row"))
     # Chunks of one (image, tile) accumulate into the same outputs, so they stay serial:
     # parallel over tiles when there are enough of them, else over rows within a chunk.
@@ -60,4 +66,3 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     *store_outer, store_pi = sch.get_loops(sch.get_sblock("store"))
     _unroll_vectorize(sch, [*store_outer, *sch.split(store_pi, [None, vl])])
     _vectorized_copy_stages(sch, lanes)
-    return sch.mod["main"]
