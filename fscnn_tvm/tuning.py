@@ -362,6 +362,7 @@ def read_meta(folder: Path) -> dict:
 
 def _write_meta(folder: Path, meta: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a shared log unreadable to others
     with os.fdopen(fd, "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
         f.write("\n")
