@@ -129,13 +129,17 @@ def sparse_conv_layout(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int) -
 
 
 def sparse_conv_tile(spec: conv_ops.Conv2dSpec, block_rows: int, lanes: int, align: int = 1) -> int:
-    """Register tile (outputs) of the sparse conv: ~14 vectors for CSR, ~24/R per row for BSR.
+    """Register tile (outputs) of the sparse conv: ~14 vectors for CSR; for BSR, R rows of
+    ``budget / R`` vectors each.
 
     CSR picks 7..14 vectors to waste the fewest outputs past the flat row count (an exact fit
-    lets 1x1 layers read their input in place).
+    lets 1x1 layers read their input in place). BSR keeps ~24 accumulators with 32 vector
+    registers (AVX-512) and ~12 with 16 (AVX2): 24 on AVX2 spilled, and BSR8 ran at 28-33 GF/s
+    on a Zen 3 core against 44-51 GF/s with one vector per row (RESULTS.md, session 5).
     """
     if block_rows > 1:
-        return max(1, 24 // block_rows) * lanes
+        budget = 24 if lanes >= 16 else 12
+        return max(1, budget // block_rows) * lanes
     flat = spec.out_height * sparse_conv_ops.SparseConvLayout(spec, lanes, align=align).ws
     best = min(range(7, 15), key=lambda tv: (-(-flat // (tv * lanes)) * tv * lanes, -tv))
     return best * lanes
