@@ -100,6 +100,6 @@ def explain(model, input_shape=None, target="llvm", profile=None, measure: bool 
         bar = tqdm(list(zip(layers, rows)), desc="measuring", unit="layer", file=sys.stderr,
                    disable=not progress)
         for layer, row in bar:
-            kinds = perf_model.candidates(layer, profile.lanes)
+            kinds = perf_model.candidates(layer, profile)
             row.measured_ms = {k: timer.seconds(layer, k) * 1e3 for k in kinds}
     return Report(imported.source, targets.tag(tgt), profile.source, rows)

@@ -320,17 +320,18 @@ class Choice:
     break_even: float | None = None  # sparsity above which the sparse kind beats dense
 
 
-def candidates(layer: Layer, lanes: int = 16) -> list[str]:
-    """The kernel kinds that can run ``layer`` on a CPU with ``lanes`` fp32 lanes: dense, CSR, and
-    the BSR kind its weight suits. Blocks of 8 output channels are also blocks of 4, and with 16
-    vector registers (< 16 lanes: AVX2) BSR4 measured 1.1-1.3x faster than BSR8 on them (RESULTS.md,
-    session 5), so both compete there; with 32 registers only BSR8 was measured."""
+def candidates(layer: Layer, profile: Profile | None = None) -> list[str]:
+    """The kernel kinds that can run ``layer``: dense, CSR, and the BSR kind its weight suits.
+    Blocks of 8 output channels are also blocks of 4, and on a CPU with 16 vector registers (fewer
+    than 16 fp32 lanes: AVX2) BSR4 measured 1.1-1.3x faster than BSR8 on them (RESULTS.md, session
+    5), so both compete there; with 32 registers and on GPUs only BSR8 was measured."""
     from .plan import sparse_kind, sparse_support  # noqa: PLC0415 - plan imports this module
 
     if sparse_support(layer) is not None:
         return ["dense"]
     rows = kernels.block_rows_of(sparse_kind(layer))
-    also = [4] if rows == 8 and lanes < 16 else []
+    few_registers = profile is not None and not profile.cuda and profile.lanes < 16
+    also = [4] if rows == 8 and few_registers else []
     return ["dense", "csr"] + [f"bsr{r}" for r in [rows, *also] if r > 1]
 
 
@@ -358,7 +359,7 @@ def break_even(layer: Layer, kind: str, profile: Profile) -> float | None:
 
 def choose(layer: Layer, profile: Profile) -> Choice:
     """The predicted-fastest kernel kind for ``layer`` with every candidate's time and a reason."""
-    kinds = candidates(layer, profile.lanes)
+    kinds = candidates(layer, profile)
     times = {k: predict(layer, k, profile) for k in kinds}
     best = min(kinds, key=lambda k: (times[k], k != "dense"))  # ties go to dense
     sparse_kinds = [k for k in kinds if k != "dense"]
