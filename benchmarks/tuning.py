@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from models import _time_once  # noqa: E402 - the same timer as benchmarks/models.py
+
 
 def bench(spec: str, shape, rounds: int, retune: bool) -> dict:
     import torch  # noqa: PLC0415
@@ -53,9 +56,7 @@ def bench(spec: str, shape, rounds: int, retune: bool) -> dict:
             fn(x)
         for _ in range(rounds):
             for name, fn in runners.items():
-                start = time.perf_counter()
-                fn(x)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(_time_once(fn, x))
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     used = sum(1 for e in meta["tasks"].values() if e["use_record"])
     return {"model": spec, "tasks": len(meta["tasks"]), "used": used, "tune_s": tune_s, "err": max(errs), **med}

@@ -428,10 +428,15 @@ def _no_tensor_intrinsics():
         sys.modules.pop(name, None)
 
 
+def _seconds(record) -> float:
+    """A record's mean run time in seconds (inf without runs)."""
+    return float(np.mean([float(x) for x in record.run_secs])) if record.run_secs else float("inf")
+
+
 def _record_seconds(db, task: Task, target) -> float:
     """The task's best measured seconds in the database (inf without a record)."""
-    runs = [float(np.mean([float(x) for x in r.run_secs])) for r in _records(db, task.func, target) if r.run_secs]
-    return min(runs, default=float("inf"))
+    best = _best_record(db, task.func, target)
+    return _seconds(best) if best is not None else float("inf")
 
 
 def _measure_fixed(group: list[Task], db, target, runner, builder, scratch: Path) -> None:
@@ -505,17 +510,15 @@ def _tune_sparse(base: Task, db, target, runner, builder, scratch: Path, progres
 
 def _best_func(db, task: Task, target) -> tvm.tirx.PrimFunc | None:
     """The scheduled PrimFunc of the task's best record (``None`` without one)."""
-    if not any(r.run_secs for r in _records(db, task.func, target)):
+    best = _best_record(db, task.func, target)
+    if best is None:
         return None
-    if task.space == "fixed":
-        return task.func
-    return _replay(task.func, _best_record(db, task.func, target))
+    return task.func if task.space == "fixed" else _replay(task.func, best)
 
 
 def _best_record(db, func: tvm.tirx.PrimFunc, target):
     """The fastest record of ``func``'s workload (``None`` without one)."""
-    records = [r for r in _records(db, func, target) if r.run_secs]
-    return min(records, key=lambda r: float(np.mean([float(x) for x in r.run_secs])), default=None)
+    return min((r for r in _records(db, func, target) if r.run_secs), key=_seconds, default=None)
 
 
 def _replay(func: tvm.tirx.PrimFunc, record) -> tvm.tirx.PrimFunc | None:
@@ -654,8 +657,8 @@ def _decide(group: list[Task], db, target, scratch: Path, runner, builder) -> di
     times = _measure(candidates, target, runner, builder) + [float("inf")]
     hand, best = times[0], times[1]
     use = best < MARGIN * hand
-    measured_ms = [{"config": t.config, "ms": [round(float(np.mean([float(x) for x in r.run_secs])) * 1e3, 5)
-                                           for r in _records(db, t.func, target) if r.run_secs]} for t in group]
+    measured_ms = [{"config": t.config, "ms": [round(_seconds(r) * 1e3, 5) for r in _records(db, t.func, target)
+                                           if r.run_secs]} for t in group]
     return {"layers": base.layers, "kind": base.kind, "trials": sum(len(m["ms"]) for m in measured_ms),
             "measured": measured_ms,
             "scheduled_workload": base.space == "fixed",
