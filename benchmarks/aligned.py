@@ -1,5 +1,5 @@
 """A/B of the aligned CSR layout (taps split by column shift, every load aligned) against the
-unaligned one, per layer at 90% sparsity, timed interleaved in one run; it sets
+unaligned one, per layer at 90% sparsity, timed interleaved in one run; its results set
 ``kernels.ALIGN_MIN_CHANNELS``.
 
     TVM_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/aligned.py
@@ -7,7 +7,6 @@ unaligned one, per layer at 90% sparsity, timed interleaved in one run; it sets
 from __future__ import annotations
 
 import sys
-from unittest import mock
 
 import numpy as np
 import tvm
@@ -15,10 +14,9 @@ import tvm
 from fscnn_tvm import kernels, prune, targets
 from fscnn_tvm.measure import conv_layer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
-from fscnn_tvm.schedules import schedule_func
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from layers import LAYERS  # noqa: E402
+from layers import LAYERS, _compiled  # noqa: E402
 
 EXTRA = {  # the other VGG16 3x3 shapes with fewer than 256 input channels
     "vgg.conv1_2": (64, 64, 3, 224),
@@ -30,13 +28,11 @@ EXTRA = {  # the other VGG16 3x3 shapes with fewer than 256 input channels
 
 
 def _build(spec, weight, target, aligned):
-    layer = conv_layer(spec, weight)
-    with mock.patch.object(kernels, "ALIGN_MIN_CHANNELS", 1 if aligned else 1 << 30), \
-            mock.patch.object(kernels, "ALIGN_MIN_LANES", 1):
-        kernel = kernels.build_kernel(layer, "csr", target)
-    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
-    x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
-    args = [tvm.runtime.tensor(a) for a in [x] + kernel.constants + [np.zeros(layer.out_shape, "float32")]]
+    """The CSR kernel, aligned or not, with the tile rule's choice for that layout."""
+    lanes = targets.vector_lanes(target)
+    align = lanes if aligned else 1
+    knobs = {"align": align, "tile_vectors": kernels.sparse_conv_tile(spec, 1, lanes, align) // lanes}
+    lib, args, _ = _compiled(conv_layer(spec, weight), "csr", target, knobs)
     return lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=1), args
 
 

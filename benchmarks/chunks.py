@@ -6,7 +6,6 @@ auto rule (``kernels.sparse_conv_chunks``), timed interleaved in one run at 90% 
 from __future__ import annotations
 
 import sys
-from unittest import mock
 
 import numpy as np
 import tvm
@@ -14,20 +13,15 @@ import tvm
 from fscnn_tvm import kernels, prune, targets
 from fscnn_tvm.measure import conv_layer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
-from fscnn_tvm.schedules import schedule_func
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from layers import LAYERS  # noqa: E402
+from layers import LAYERS, _compiled  # noqa: E402
 
 
 def _build(spec, weight, target, chunks):
-    layer = conv_layer(spec, weight)
-    rule = kernels.sparse_conv_chunks if chunks == "auto" else (lambda s, r: min(chunks, s.in_channels))
-    with mock.patch.object(kernels, "sparse_conv_chunks", rule):
-        kernel = kernels.build_kernel(layer, "csr", target)
-    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
-    x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
-    args = [tvm.runtime.tensor(a) for a in [x] + kernel.constants + [np.zeros(layer.out_shape, "float32")]]
+    """The CSR kernel with the chunk rule (``"auto"``) or ``chunks`` input-channel chunks."""
+    knobs = None if chunks == "auto" else {"chunks": min(chunks, spec.in_channels)}
+    lib, args, _ = _compiled(conv_layer(spec, weight), "csr", target, knobs)
     return lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=1), args
 
 

@@ -33,8 +33,10 @@ LAYERS = {  # name: (in_channels, out_channels, kernel, spatial)
 }
 
 
-def _compiled(layer, kind, target):
-    kernel = kernels.build_kernel(layer, kind, target)
+def _compiled(layer, kind, target, knobs=None):
+    """The layer's kernel (``knobs``: see ``kernels.build_kernel``) compiled, its arguments, and
+    the input; run once (outputs in ``args[-1]``)."""
+    kernel = kernels.build_kernel(layer, kind, target, knobs)
     lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
     dev = tvm.cpu()
     x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
