@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-fast test-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
+
+test-fast: $(STAMP)  # skips the heavy tests (tuning jobs, notebooks, calibration, measuring)
+	$(PY) -m pytest -q -n 2 -m 'not slow and not heavy'
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m ''

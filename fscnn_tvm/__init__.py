@@ -4,9 +4,10 @@ Public API (heavy modules load on first use, so ``import fscnn_tvm`` stays cheap
 path never imports torch):
 
 - ``compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None)``
+- ``plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None)``: the plan alone
 - ``tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, ...)``
 - ``load(path, device="cpu")``
-- ``models`` (zoo), ``prune`` (magnitude pruning)
+- ``models`` (zoo), ``prune`` (magnitude pruning), ``guided`` (guided pruning), ``plan`` (the table)
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["compile", "tune", "load", "models", "prune", "__version__"]
+__all__ = ["compile", "plan_model", "tune", "load", "models", "prune", "guided", "plan", "__version__"]
 
 
 def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, profile=None):  # noqa: A001
@@ -29,6 +30,14 @@ def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=No
     from .build import compile_model
 
     return compile_model(model, input_shape, target, sparse, tuning_log, profile)
+
+
+def plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None):
+    """Import and plan ``model`` without building it: a :class:`~fscnn_tvm.pipeline.PlannedModel`
+    (the Relax module, the layers, and one plan row per layer with predicted times and reason)."""
+    from .pipeline import plan_model as _plan_model
+
+    return _plan_model(model, input_shape, target, sparse, profile)
 
 
 def tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, sparse="auto", profile=None,
@@ -52,6 +61,6 @@ def load(path, device="cpu"):
 
 
 def __getattr__(name):
-    if name in ("models", "prune"):
+    if name in ("models", "prune", "guided", "plan"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fscnn_tvm' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """The compile pipeline, top to bottom, and the compiled model it returns.
 
-import -> fold (frontend) -> find layers -> plan -> kernels -> rewrite (passes) -> legalise the
-rest -> schedule every PrimFunc -> tvm.compile.
+plan (``pipeline.plan_model``: import, fold, find layers, choose kernels) -> build each layer's
+kernel (``kernels``) -> rewrite (``passes.apply_plan``) -> legalise the rest -> schedule every
+PrimFunc (``schedules``) -> ``tvm.compile``.
 """
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 
 import tvm
 from tqdm import tqdm
 from tvm import relax
 
-from . import __version__, frontend, kernels, passes, perf_model, targets
-from .plan import LayerPlan, format_plan, make_plan
-from .runtime import META_FUNCTION, Runner, native_stderr_silenced
+from . import __version__, fileio, kernels, passes, targets
+from .pipeline import plan_model
+from .runtime import META_FUNCTION, Runner
+from .tvm_compat import native_stderr_silenced
 
 log = logging.getLogger("fscnn_tvm")
 
@@ -51,22 +52,13 @@ def _attach_meta(mod: tvm.IRModule, meta: dict) -> tvm.IRModule:
 class CompiledModel(Runner):
     """A model compiled for one target: call it, read ``.plan``, or ``export_library(path)``."""
 
-    def __init__(self, executable, plan: list[LayerPlan], target: tvm.target.Target, source: str, meta: dict):
+    def __init__(self, executable, target: tvm.target.Target, source: str, meta: dict):
         super().__init__(executable, "cuda" if target.kind.name == "cuda" else "cpu", source, meta)
-        self.executable = executable
-        self.layer_plan = plan
         self.target = target
-
-    @property
-    def plan(self) -> list[LayerPlan]:
-        return self.layer_plan
-
-    def explain(self) -> str:
-        return format_plan(self.layer_plan)
 
     def device_source(self) -> str:
         """The generated device code (CUDA C for a CUDA target; empty for a CPU target)."""
-        found, todo = [], [self.executable.mod]
+        found, todo = [], [self._executable.mod]
         while todo:
             mod = todo.pop()
             if mod.kind == "cuda":
@@ -80,15 +72,8 @@ class CompiledModel(Runner):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise ValueError(f"{path}: output folder {folder} does not exist")
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
-        try:
-            with native_stderr_silenced():
-                self.executable.export_library(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with fileio.replacing(path, mode=0o755) as tmp, native_stderr_silenced():
+            self._executable.export_library(tmp)
         return path
 
 
@@ -107,34 +92,28 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
                   tuning_log: str | None = None, profile=None) -> CompiledModel:
     """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``.
 
-    ``profile`` (a path or a ``perf_model.Profile``) drives ``sparse="auto"``; by default the
+    ``profile`` (a path or a ``profiles.Profile``) drives ``sparse="auto"``; by default the
     target's calibrated profile in ``tuning_logs/``, else the built-in conservative one.
     """
+    start = time.perf_counter()
     tgt = targets.parse(target)
-    if not isinstance(profile, perf_model.Profile):
-        profile = perf_model.load_profile(tgt, profile)
     tuned = None
-    if tuning_log is not None:
+    if tuning_log is not None:  # checked before the (slow) import
         from .tuning import TunedSchedules  # noqa: PLC0415 - MetaSchedule, only with a log
 
         tuned = TunedSchedules(tuning_log, tgt)
-    start = time.perf_counter()
-    imported = frontend.import_model(model, input_shape)
-    log.info("imported %s in %.1f s", imported.source, time.perf_counter() - start)
-
-    layers = passes.find_layers(imported.mod, imported.layer_names)
-    plan = make_plan(layers, sparse, profile)
-    log.info("plan:\n%s", format_plan(plan))
+    planned = plan_model(model, input_shape, tgt, sparse, profile)
+    layers, plan, imported = planned.layers, planned.plan, planned.imported
     progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
                     file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))
     built = [_kernel(layer, row.kernel, tgt, tuned) for layer, row in progress]
     if tuned is not None:
         log.info("applied %d tuned records from %s", tuned.applied, tuning_log)
-    mod = passes.apply_plan(imported.mod, layers, built, tgt)
+    mod = passes.apply_plan(imported.mod, layers, built)
     mod = _legalize(mod, tgt)
     from .schedules import schedule_module  # noqa: PLC0415 - heavy, only needed here
 
-    mod = schedule_module(mod, tgt)
+    mod = schedule_module(mod, tgt)  # our kernels and TVM's legalised ops alike
     meta = {"fscnn_tvm": __version__, "tvm": tvm.__version__, "source": imported.source,
             "input_shape": list(imported.input_shape), "input_dtype": "float32",
             "target": targets.describe(tgt), "plan": [row.as_dict() for row in plan]}
@@ -144,4 +123,4 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     with tvm.transform.PassContext(opt_level=3):
         executable = tvm.compile(mod, tgt)
     log.info("compiled %s in %.1f s", imported.source, time.perf_counter() - start)
-    return CompiledModel(executable, plan, tgt, imported.source, meta)
+    return CompiledModel(executable, tgt, imported.source, meta)

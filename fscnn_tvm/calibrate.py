@@ -16,9 +16,11 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import perf_model, prune, targets
-from .measure import KernelTimer, conv_layer, linear_layer
+from . import perf_model, profiles, sparse, targets
+from .layer import conv_layer, linear_layer
+from .measure import KernelTimer
 from .ops.conv2d import Conv2dSpec
+from .plan import sparse_support
 
 log = logging.getLogger("fscnn_tvm")
 
@@ -69,28 +71,27 @@ def measure_samples(target, quick: bool = False, min_repeat_ms: int = 20, progre
         w = np.random.default_rng(i).standard_normal(_weight_shape(entry)).astype("float32")
         dense_layer = _layer(entry, w)
         samples.append((dense_layer, "dense", timer.seconds(dense_layer, "dense")))
-        from .plan import sparse_support  # noqa: PLC0415
-
         if sparse_support(dense_layer) is not None:
             continue
         conv = entry[0] != "linear"
         for density in DENSITIES:
-            layer = _layer(entry, w * prune.magnitude_mask(w, 1 - density))
+            layer = _layer(entry, w * sparse.magnitude_mask(w, 1 - density))
             samples.append((layer, "csr", timer.seconds(layer, "csr")))
             if conv:  # 8x1 blocks, run as BSR8 and as BSR4 (both compete for such weights)
-                layer = _layer(entry, w * prune.magnitude_mask(w, 1 - density, block=(8, 1)))
+                layer = _layer(entry, w * sparse.magnitude_mask(w, 1 - density, block=(8, 1)))
                 samples += [(layer, kind, timer.seconds(layer, kind)) for kind in ("bsr8", "bsr4")]
     return samples
 
 
 def calibrate(target="llvm", quick: bool = False, min_repeat_ms: int = 20, progress: bool = False):
-    """Measure, fit and return a :class:`perf_model.Profile` for ``target`` (not saved)."""
+    """Measure, fit and return a :class:`profiles.Profile` for ``target`` (not saved)."""
     target = targets.parse(target)
     start = time.perf_counter()
     samples = measure_samples(target, quick, min_repeat_ms, progress)
     lanes = targets.vector_lanes(target)
-    coef, error = perf_model.fit(samples, lanes, cuda=target.kind.name == "cuda")
+    cuda = target.kind.name == "cuda"
+    coef, error = perf_model.fit(samples, lanes, profiles.BUILTIN_CUDA if cuda else profiles.BUILTIN, cuda)
     log.info("calibrated %d samples in %.0f s; fit median relative error %.1f%%",
              len(samples), time.perf_counter() - start, 100 * error)
-    return perf_model.Profile(targets.tag(target), coef, lanes,
-                              perf_model.profile_meta(len(samples), error, target), source="calibrated")
+    return profiles.Profile(targets.tag(target), coef, lanes,
+                            profiles.profile_meta(len(samples), error, target), source="calibrated")

@@ -210,18 +210,19 @@ def _cmd_prune(args) -> int:
         raise ValueError("prune: give --sparsity S, or --guided")
     if args.sparsity is not None and not 0.0 <= args.sparsity < 1.0:
         raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
-    if models.is_spec(args.model) and not os.path.exists(args.model):
-        model = models.from_spec(args.model)
+    if args.model.endswith(".onnx"):
+        raise ValueError(f"{args.model}: prune works on torch models (a zoo name or a .pt2 file), not ONNX")
+    model = models.resolve(args.model)
+    if isinstance(model, torch.nn.Module):
         shape = args.input_shape or models.DEFAULT_INPUT_SHAPE
-    elif args.model.endswith(".pt2") and os.path.isfile(args.model):
-        ep = torch.export.load(args.model)
-        model = ep.module()
-        shape = args.input_shape or frontend.input_shape_of(ep)
-    else:
-        raise ValueError(f"{args.model}: expected a zoo model name or an existing .pt2 file")
+    else:  # an ExportedProgram from a .pt2
+        shape = args.input_shape or frontend.input_shape_of(model)
+        model = model.module()
     block = None if args.block == 1 else (args.block, 1)
     if args.guided:
-        report = prune.guided(model, shape, args.target, args.profile,
+        from .guided import prune as guided_prune  # noqa: PLC0415
+
+        report = guided_prune(model, shape, args.target, args.profile,
                               max_sparsity=args.sparsity if args.sparsity is not None else 0.9, block=block)
         print(report.format())
     else:
@@ -244,11 +245,11 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    from . import calibrate, perf_model, targets  # noqa: PLC0415
+    from . import calibrate, profiles, targets  # noqa: PLC0415
 
     target = targets.parse(args.target)
     profile = calibrate.calibrate(target, quick=args.quick, progress=args.verbose > 0)
-    path = profile.save(args.output or perf_model.default_profile_path(target))
+    path = profile.save(args.output or profiles.default_profile_path(target))
     print(f"wrote {path}: {profile.meta['samples']} measurements, fit median relative error "
           f"{profile.meta['fit_median_relative_error']:.1%}")
     return 0

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from . import frontend, passes, perf_model, targets
-from .plan import LayerPlan, make_plan, shape_text
-
-NEAR_TIE = 1.05  # a choice within 5% of the measured fastest counts as right
+from . import targets
+from .pipeline import plan_model
+from .plan import NEAR_TIE, LayerPlan, candidates, format_plan
 
 
 @dataclass
@@ -38,40 +37,27 @@ class Report:
     profile: str
     rows: list[Row]
 
+    @property
+    def measured(self) -> bool:
+        return bool(self.rows and self.rows[0].measured_ms)
+
     def totals(self) -> dict[str, float]:
         """Predicted plan, and with measurements: chosen plan, oracle plan and all-dense, in ms."""
         out = {"predicted": sum(r.plan.predicted_ms.get(r.plan.kernel, 0.0) for r in self.rows)}
-        if self.rows and self.rows[0].measured_ms:
+        if self.measured:
             out["measured"] = sum(r.measured_ms[r.plan.kernel] for r in self.rows)
             out["oracle"] = sum(min(r.measured_ms.values()) for r in self.rows)
             out["all_dense"] = sum(r.measured_ms["dense"] for r in self.rows)
         return out
 
     def format(self) -> str:
-        measured = bool(self.rows and self.rows[0].measured_ms)
-        head = (f"{'#':>3} {'layer':<26} {'shape':<24} {'density':>7} {'dense':>8} {'csr':>8} {'bsr':>8} "
-                f"{'choice':<6}")
-        if measured:
-            head += f" {'m.dense':>8} {'m.csr':>8} {'m.bsr':>8} {'fastest':<7} ok"
-        head += "  reason"
         lines = [f"{self.source} on {self.target} (profile: {self.profile}); times in ms, predicted "
-                 "then measured (m.)", head, "-" * len(head)]
-        for r in self.rows:
-            p = r.plan
-            pred = p.predicted_ms
-            bsr = next((k for k in pred if k.startswith("bsr")), None)
-            cells = [pred.get("dense"), pred.get("csr"), pred.get(bsr) if bsr else None]
-            line = (f"{p.index:>3} {p.name[:26]:<26} {shape_text(p):<24} {1 - p.sparsity:>7.3f} "
-                    + " ".join(_ms(c) for c in cells) + f" {p.kernel:<6}")
-            if measured:
-                m = r.measured_ms
-                line += (" " + " ".join(_ms(m.get(k)) for k in ("dense", "csr", bsr))
-                         + f" {r.fastest:<7} {'yes' if r.right else 'NO '}")
-            lines.append(line + "  " + p.reason)
+                 "then measured (m.)",
+                 format_plan([r.plan for r in self.rows], [r.measured_ms for r in self.rows] if self.measured else None)]
         t = self.totals()
         lines.append("")
         lines.append(f"total predicted for this plan: {t['predicted']:.2f} ms")
-        if measured:
+        if self.measured:
             right = sum(bool(r.right) for r in self.rows)
             lines.append(f"total measured for this plan: {t['measured']:.2f} ms; oracle plan (fastest kernel per "
                          f"layer): {t['oracle']:.2f} ms ({t['measured'] / t['oracle']:.3f}x of oracle); "
@@ -80,26 +66,17 @@ class Report:
         return "\n".join(lines)
 
 
-def _ms(value) -> str:
-    return f"{value:>8.3f}" if value is not None else f"{'-':>8}"
-
-
 def explain(model, input_shape=None, target="llvm", profile=None, measure: bool = False,
             progress: bool = False) -> Report:
     """The model's per-layer plan under ``sparse="auto"``, optionally with measured kernel times."""
-    tgt = targets.parse(target)
-    if not isinstance(profile, perf_model.Profile):
-        profile = perf_model.load_profile(tgt, profile)
-    imported = frontend.import_model(model, input_shape)
-    layers = passes.find_layers(imported.mod, imported.layer_names)
-    rows = [Row(p) for p in make_plan(layers, "auto", profile)]
+    planned = plan_model(model, input_shape, target, "auto", profile)
+    rows = [Row(p) for p in planned.plan]
     if measure:
         from .measure import KernelTimer  # noqa: PLC0415
 
-        timer = KernelTimer(tgt)
-        bar = tqdm(list(zip(layers, rows)), desc="measuring", unit="layer", file=sys.stderr,
+        timer = KernelTimer(planned.target)
+        bar = tqdm(list(zip(planned.layers, rows)), desc="measuring", unit="layer", file=sys.stderr,
                    disable=not progress)
         for layer, row in bar:
-            kinds = perf_model.candidates(layer, profile)
-            row.measured_ms = {k: timer.seconds(layer, k) * 1e3 for k in kinds}
-    return Report(imported.source, targets.tag(tgt), profile.source, rows)
+            row.measured_ms = {k: timer.seconds(layer, k) * 1e3 for k in candidates(layer, planned.profile)}
+    return Report(planned.imported.source, targets.tag(planned.target), planned.profile.source, rows)

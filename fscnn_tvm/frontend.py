@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import relax
 
+from . import tvm_compat
 from .errors import ModelLoadError, UnsupportedOperatorError
 
 _TORCH_LAYER_OPS = {"conv2d.default": 1, "convolution.default": 1, "linear.default": 1,
@@ -78,12 +79,9 @@ def input_shape_of(ep) -> tuple[int, ...]:
 
 def from_exported_program(ep, source: str = "ExportedProgram") -> ImportedModel:
     from tvm.relax.frontend.torch import from_exported_program as tvm_import  # noqa: PLC0415
-    from tvm.relax.frontend.torch.exported_program_translator import (  # noqa: PLC0415
-        ExportedProgramImporter,
-    )
 
     ep = ep.run_decompositions()
-    convert_map = ExportedProgramImporter().convert_map
+    convert_map = tvm_compat.torch_convert_map()
     missing = sorted({getattr(n.target, "__name__", str(n.target)) for n in ep.graph.nodes
                       if n.op == "call_function"
                       and getattr(n.target, "__name__", str(n.target)) not in convert_map})
@@ -109,22 +107,10 @@ def from_torch(model, input_shape: tuple[int, ...], source: str = "torch module"
     return from_exported_program(ep, source)
 
 
-def from_pt2(path: str) -> ImportedModel:
-    import torch  # noqa: PLC0415
-
-    try:
-        ep = torch.export.load(path)
-    except Exception as err:  # corrupt zip, wrong format, version mismatch
-        raise ModelLoadError(f"{path}: not a readable torch.export .pt2 file "
-                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    return from_exported_program(ep, path)
-
-
 # ----------------------------------------------------------------------------- ONNX
 def from_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> ImportedModel:
     import onnx  # noqa: PLC0415 - optional dependency, only for .onnx files
     from tvm.relax.frontend.onnx import from_onnx as tvm_import  # noqa: PLC0415
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map  # noqa: PLC0415
 
     try:
         model = onnx.load(path)
@@ -132,7 +118,7 @@ def from_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Imported
     except Exception as err:  # protobuf decode errors, checker errors
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    known = set(_get_convert_map()) | {"Constant", "If"}
+    known = tvm_compat.onnx_convert_map()
     missing = sorted({n.op_type for n in model.graph.node if n.op_type not in known})
     if missing:
         raise UnsupportedOperatorError(path, missing)
@@ -159,23 +145,18 @@ def from_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Imported
 # ----------------------------------------------------------------------------- dispatch
 def import_model(model, input_shape: tuple[int, ...] | None = None) -> ImportedModel:
     """Import ``model``: an ``nn.Module`` (with ``input_shape``), an ``ExportedProgram``, a path
-    to a ``.pt2`` or ``.onnx`` file, or a zoo spec such as ``"resnet50@0.9"``."""
+    to a ``.pt2`` or ``.onnx`` file, or a zoo spec such as ``"resnet50@0.9"`` (strings other than
+    ``.onnx`` paths are resolved by ``models.resolve``)."""
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
+        if text.endswith(".onnx") and os.path.exists(text):
+            return from_onnx(text, input_shape)
         from . import models  # noqa: PLC0415 - imports torch
 
-        if models.is_spec(text) and not os.path.exists(text):
-            shape = input_shape or models.DEFAULT_INPUT_SHAPE
-            return from_torch(models.from_spec(text), shape, source=text)
-        if not os.path.exists(text):
-            raise ModelLoadError(f"{text}: no such file, and not a zoo model spec "
-                                 "(NAME[@SPARSITY], e.g. resnet50@0.9)")
-        if text.endswith(".pt2"):
-            return from_pt2(text)
-        if text.endswith(".onnx"):
-            return from_onnx(text, input_shape)
-        raise ModelLoadError(f"{text}: unknown model format; expected a .pt2 (torch.export.save) "
-                             "or .onnx file")
+        resolved = models.resolve(text)
+        if type(resolved).__name__ == "ExportedProgram":
+            return from_exported_program(resolved, text)
+        return from_torch(resolved, input_shape or models.DEFAULT_INPUT_SHAPE, source=text)
     type_name = type(model).__name__
     if type_name == "ExportedProgram":
         return from_exported_program(model)

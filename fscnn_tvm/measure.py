@@ -11,24 +11,7 @@ import numpy as np
 import tvm
 
 from . import kernels
-from .ops.conv2d import Conv2dSpec
-from .passes import Layer
-
-
-def conv_layer(spec: Conv2dSpec, weight: np.ndarray, act: str = "relu", name: str = "") -> Layer:
-    """A conv layer as :func:`passes.find_layers` would give it, without a graph around it."""
-    attrs = {"stride": spec.stride, "padding": spec.padding, "dilation": spec.dilation,
-             "groups": spec.groups}
-    return Layer(0, "conv2d", None, None, [], None, weight,
-                 (spec.batch, spec.in_channels, spec.height, spec.width), spec.out_shape, attrs,
-                 bias=np.zeros(spec.out_channels, "float32"), act=act, name=name)
-
-
-def linear_layer(batch: int, weight: np.ndarray, act: str = "none", name: str = "") -> Layer:
-    """A linear layer (``weight [out, in]``) without a graph around it."""
-    out_features, in_features = weight.shape
-    return Layer(0, "linear", None, None, [], None, weight, (batch, in_features),
-                 (batch, out_features), {}, bias=np.zeros(out_features, "float32"), act=act, name=name)
+from .layer import Layer
 
 
 class KernelTimer:
@@ -72,3 +55,18 @@ class KernelTimer:
         evaluator = lib.mod.time_evaluator("main", dev, number=1, repeat=self.repeat,
                                            min_repeat_ms=self.min_repeat_ms)
         return float(np.median(evaluator(*args).results))
+
+
+def compiled_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict | None = None):
+    """``layer``'s ``kind`` kernel (``knobs``: see ``kernels.build_kernel``) compiled on its own,
+    with its arguments on the CPU and the seeded input; run once, so ``args[-1]`` holds the output.
+    Returns ``(lib, args, x)``."""
+    from .schedules import schedule_func  # noqa: PLC0415 - heavy
+
+    kernel = kernels.build_kernel(layer, kind, target, knobs)
+    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
+    dev = tvm.cpu()
+    x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
+    args = [tvm.runtime.tensor(a, dev) for a in [x] + kernel.constants + [np.zeros(layer.out_shape, "float32")]]
+    lib(*args)
+    return lib, args, x

@@ -6,13 +6,20 @@ batch-norm statistics are randomised too, so batch-norm folding is exercised for
 
 A *model spec* string names a zoo model and an optional magnitude-pruning sparsity:
 ``"resnet50"``, ``"resnet50@0.9"``, or with block pruning ``"vgg16@0.9:8x1"``. See :func:`from_spec`.
+:func:`resolve` is the one place where a string given by a user becomes a torch model: a zoo spec
+or a ``.pt2`` file (``.onnx`` files go to the ONNX importer instead).
 """
 from __future__ import annotations
 
+import os
 import re
+import warnings
 
 import torch
 from torch import nn
+
+from . import prune
+from .errors import ModelLoadError
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -242,9 +249,35 @@ def from_spec(text: str, seed: int = 0) -> nn.Module:
                          f"NAME one of {', '.join(sorted(ARCHITECTURES))}")
     model = create(m.group("name"), seed)
     if m.group("sparsity") is not None:
-        from . import prune  # noqa: PLC0415 (prune imports models' neighbours lazily)
-
         sparsity = float(m.group("sparsity"))
         block = (int(m.group("rows")), int(m.group("cols"))) if m.group("rows") else None
         prune.magnitude(model, sparsity, block=block)
     return model
+
+
+def load_pt2(path: str):
+    """The ``ExportedProgram`` in a ``.pt2`` file (``torch.export.load``: never unpickled as code);
+    :class:`ModelLoadError` naming the file when it cannot be read."""
+    try:
+        with warnings.catch_warnings():  # torch warns with tracebacks before it raises
+            warnings.simplefilter("ignore")
+            return torch.export.load(path)
+    except Exception as err:  # corrupt zip, wrong format, version mismatch
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ModelLoadError(f"{path}: not a readable torch.export .pt2 file ({type(err).__name__}: {first})") from None
+
+
+def resolve(text: str, seed: int = 0):
+    """What a user's model string names: a zoo spec -> a fresh ``nn.Module`` (pruned as the spec
+    says); an existing ``.pt2`` file -> its ``ExportedProgram``. :class:`ModelLoadError` for
+    anything else, naming it."""
+    text = os.fspath(text)
+    if is_spec(text) and not os.path.exists(text):
+        return from_spec(text, seed)
+    if not os.path.exists(text):
+        raise ModelLoadError(f"{text}: no such file, and not a zoo model spec "
+                             "(NAME[@SPARSITY], e.g. resnet50@0.9)")
+    if text.endswith(".pt2"):
+        return load_pt2(text)
+    raise ModelLoadError(f"{text}: unknown model format; expected a .pt2 (torch.export.save) "
+                         "or .onnx file")

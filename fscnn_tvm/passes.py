@@ -5,15 +5,16 @@ matmul whose weight is a constant, together with the epilogue it can absorb: the
 ``op -> add(bias const) -> add(residual tensor) -> relu | clip(0, 6)``, where each step is optional
 and every intermediate value has exactly one user. :func:`apply_plan` replaces each chain by one
 ``call_tir`` to the kernel the plan chose for that layer (see ``plan.py``), built by
-``kernels.build_kernel`` and scheduled for the target.
+``kernels.build_kernel``. This module only rewrites; scheduling is the next stage
+(``schedules.schedule_module``).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
 from tvm import relax
+
+from .layer import Layer
 
 CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 MATMUL = tvm.ir.Op.get("relax.matmul")
@@ -23,37 +24,6 @@ MULTIPLY = tvm.ir.Op.get("relax.multiply")
 DIVIDE = tvm.ir.Op.get("relax.divide")
 RELU = tvm.ir.Op.get("relax.nn.relu")
 CLIP = tvm.ir.Op.get("relax.clip")
-
-
-@dataclass
-class Layer:
-    """One conv2d/linear of the graph and the epilogue chain fused into it."""
-
-    index: int
-    op: str  # "conv2d" | "linear"
-    head: relax.Var  # binding of the conv2d / matmul itself
-    tail: relax.Var  # last binding of the fused chain (the layer's output)
-    absorbed: list[relax.Var]  # bindings replaced by the fused call (head .. tail)
-    data: relax.Expr
-    weight: np.ndarray  # conv: OIHW; linear: [O, I] (torch layout)
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    attrs: dict = field(default_factory=dict)  # conv: stride, padding, dilation, groups
-    bias: np.ndarray | None = None
-    residual: relax.Expr | None = None
-    act: str = "none"
-    name: str = ""
-
-    @property
-    def density(self) -> float:
-        return float(np.count_nonzero(self.weight)) / max(self.weight.size, 1)
-
-    @property
-    def flops(self) -> int:
-        """Dense multiply-add work of the layer (2 FLOPs each)."""
-        out_elems = int(np.prod(self.out_shape))
-        per_output = int(np.prod(self.weight.shape[1:]))
-        return 2 * out_elems * per_output
 
 
 def _const_array(expr) -> np.ndarray | None:
@@ -223,14 +193,14 @@ class _ReplaceLayers(relax.PyExprMutator):
             super().visit_var_binding_(binding)
 
 
-def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list, target) -> tvm.IRModule:
+def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tvm.IRModule:
     """Replace each layer whose plan entry has a kernel by a ``call_tir`` to it.
 
     ``kernels[i]`` is a ``kernels.Kernel`` (PrimFunc plus its constant arguments) for
-    ``layers[i]``, or ``None`` to leave that layer to TVM's legalisation.
+    ``layers[i]``, or ``None`` to leave that layer to TVM's legalisation. The PrimFuncs go in as
+    the kernel builder made them (a tuned one already scheduled); the schedule stage schedules
+    the rest, with every other PrimFunc of the module.
     """
-    from fscnn_tvm.schedules import schedule_func  # noqa: PLC0415 - schedules import targets
-
     mutator = _ReplaceLayers(mod)
     funcs: dict = {}  # kernel key -> GlobalVar, so identical layer shapes share one PrimFunc
     for layer, kernel in zip(layers, kernels):
@@ -239,7 +209,7 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list, target) ->
         gv = funcs.get(kernel.key)
         if gv is None:
             # Drop the "main" symbol create_prim_func gives; the module names it after the GlobalVar.
-            func = schedule_func(kernel.func, target).without_attr("global_symbol")
+            func = kernel.func.without_attr("global_symbol")
             gv = funcs[kernel.key] = mutator.builder_.add_func(func, kernel.symbol)
         args = [layer.data] + [relax.const(a) for a in kernel.constants]
         if layer.residual is not None:

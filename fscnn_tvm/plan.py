@@ -1,21 +1,27 @@
 """The per-layer plan: which kernel each conv2d/linear gets, and why.
 
-:func:`decide` is the one place where the kernel kind of a layer is chosen; :func:`make_plan`
-applies it to every layer and :func:`format_plan` prints the table users see (``.plan``, the CLI).
+This module owns the decision: which kernel kinds can run a layer (:func:`candidates`), the
+predicted-fastest of them with its reason (:func:`choose`, asking ``perf_model.predict``), and the
+``sparse=`` mode on top (:func:`decide`). :func:`make_plan` applies it to every layer, and
+:func:`format_plan` prints the one table users see (``CompiledModel.explain()``, ``fscnn-tvm
+explain``, with measured columns when there are measurements).
+
+Adding a kernel kind: list it in :func:`candidates` where it can run; the performance model
+predicts it (``perf_model.features``), and everything here and in ``explain`` picks it up.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import sparse
-from .passes import Layer
+from . import kinds, perf_model, sparse
+from .layer import Layer
 
 SPARSE_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """One row of the plan."""
+    """One row of the plan (also what a compiled library carries in its description)."""
 
     index: int
     name: str
@@ -27,13 +33,21 @@ class LayerPlan:
     groups: int
     epilogue: str  # e.g. "bias+residual+relu"
     sparsity: float
-    kernel: str  # dense | csr | bsr{R}
+    kernel: str  # a kernel kind: dense | csr | bsr{R}
     reason: str
     predicted_ms: dict = field(default_factory=dict)  # kind -> performance-model time
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> LayerPlan:
+        """A row read back from a library's JSON description (lists become tuples again)."""
+        tuples = ("in_shape", "out_shape", "kernel_size", "stride")
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+# ---------------------------------------------------------------- what can run a layer
 
 def sparse_support(layer: Layer) -> str | None:
     """Why ``layer`` cannot run a sparse kernel, or ``None`` when it can."""
@@ -49,48 +63,104 @@ def sparse_support(layer: Layer) -> str | None:
 def sparse_kind(layer: Layer) -> str:
     """``bsr{R}`` when the weight is block-pruned over output channels, else ``csr``."""
     if layer.op == "conv2d":
-        rows = sparse.detect_block_rows(layer.weight)
-        if rows > 1:
-            return f"bsr{rows}"
-    return "csr"
+        return kinds.bsr(sparse.detect_block_rows(layer.weight))
+    return kinds.CSR
+
+
+def candidates(layer: Layer, profile=None) -> list[str]:
+    """The kernel kinds that can run ``layer``: dense, CSR, and the BSR kind its weight suits.
+    Blocks of 8 output channels are also blocks of 4, and on a CPU with 16 vector registers (fewer
+    than 16 fp32 lanes: AVX2) BSR4 measured 1.1-1.3x faster than BSR8 on them (RESULTS.md, session
+    5), so both compete there; with 32 registers and on GPUs only BSR8 was measured."""
+    if sparse_support(layer) is not None:
+        return [kinds.DENSE]
+    rows = kinds.block_rows(sparse_kind(layer))
+    few_registers = profile is not None and not profile.cuda and profile.lanes < 16
+    also = [4] if rows == 8 and few_registers else []
+    return [kinds.DENSE, kinds.CSR] + [kinds.bsr(r) for r in [rows, *also] if r > 1]
+
+
+# ---------------------------------------------------------------- the choice
+
+def capacity(layer: Layer, kind: str) -> float:
+    """Nonzero count (CSR) or block count (BSR) of a fully dense weight."""
+    rows = kinds.block_rows(kind)
+    if rows == 1:
+        return float(layer.weight.size)
+    oc = layer.weight.shape[0]
+    return float(-(-oc // rows) * (layer.weight.size // oc))
+
+
+def break_even(layer: Layer, kind: str, profile) -> float | None:
+    """Sparsity above which ``kind`` is predicted faster than dense (``None``: never)."""
+    t_dense = perf_model.predict(layer, kinds.DENSE, profile)
+    fixed = perf_model.predict(layer, kind, profile, nnz=0.0)
+    full = capacity(layer, kind)
+    per_nnz = (perf_model.predict(layer, kind, profile, nnz=full) - fixed) / full
+    if fixed >= t_dense:
+        return None
+    if per_nnz <= 0:
+        return 0.0
+    return float(max(0.0, 1.0 - (t_dense - fixed) / per_nnz / full))
+
+
+@dataclass(frozen=True)
+class Choice:
+    kind: str
+    times: dict  # kind -> predicted seconds, every candidate
+    reason: str
+    break_even: float | None = None  # sparsity above which the sparse kind beats dense
+
+
+def choose(layer: Layer, profile) -> Choice:
+    """The predicted-fastest kernel kind for ``layer`` with every candidate's time and a reason."""
+    options = candidates(layer, profile)
+    times = {k: perf_model.predict(layer, k, profile) for k in options}
+    best = min(options, key=lambda k: (times[k], k != kinds.DENSE))  # ties go to dense
+    sparse_kinds = [k for k in options if k != kinds.DENSE]
+    if not sparse_kinds:
+        return Choice(kinds.DENSE, times, sparse_support(layer) or "dense only")
+    rival = best if best != kinds.DENSE else min(sparse_kinds, key=times.get)
+    even = break_even(layer, rival, profile)
+    ms = {k: times[k] * 1e3 for k in options}
+    if best != kinds.DENSE:
+        reason = (f"{best} {ms[best]:.3f} ms < dense {ms['dense']:.3f} ms "
+                  f"({times['dense'] / times[best]:.1f}x; pays above sparsity {even:.2f})")
+    elif even is None:
+        reason = f"dense {ms['dense']:.3f} ms; {rival} never pays here (its fixed cost alone is more)"
+    else:
+        reason = (f"dense {ms['dense']:.3f} ms < {rival} {ms[rival]:.3f} ms "
+                  f"({rival} pays above sparsity {even:.2f})")
+    return Choice(best, times, reason, even)
 
 
 def decide(layer: Layer, sparse_mode: str, profile=None) -> tuple[str, str, dict]:
     """(kernel kind, reason, predicted ms per candidate kind) for ``layer`` under ``sparse_mode``.
 
-    ``auto`` asks the performance model (``perf_model.choose``) with ``profile``; the predicted
-    times are filled in whenever a profile is given.
+    ``auto`` takes :func:`choose`'s answer (it needs ``profile``); ``always`` and ``never`` override
+    it. The predicted times are filled in whenever a profile is given.
     """
     if sparse_mode not in SPARSE_MODES:
         raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse_mode!r}")
-    choice = None
-    if profile is not None:
-        from . import perf_model  # noqa: PLC0415 - perf_model imports this module
-
-        choice = perf_model.choose(layer, profile)
+    choice = choose(layer, profile) if profile is not None else None
     predicted = {k: round(t * 1e3, 4) for k, t in choice.times.items()} if choice else {}
     if sparse_mode == "never":
-        return "dense", "sparse='never'", predicted
+        return kinds.DENSE, "sparse='never'", predicted
     unsupported = sparse_support(layer)
     if unsupported:
-        return "dense", unsupported, predicted
+        return kinds.DENSE, unsupported, predicted
     kind = sparse_kind(layer)
     if sparse_mode == "always":
-        blocks = f" (output-channel blocks of {kind[3:]} share columns)" if kind != "csr" else ""
+        rows = kinds.block_rows(kind)
+        blocks = f" (output-channel blocks of {rows} share columns)" if rows > 1 else ""
         return kind, "sparse='always'" + blocks, predicted
     if choice is None:
-        raise ValueError("sparse='auto' needs a performance profile (perf_model.load_profile)")
+        raise ValueError("sparse='auto' needs a performance profile (profiles.load_profile)")
     return choice.kind, choice.reason, predicted
 
 
-def _epilogue(layer: Layer) -> str:
-    parts = (["bias"] if layer.bias is not None else []) + (
-        ["residual"] if layer.residual is not None else []) + ([layer.act] if layer.act != "none" else [])
-    return "+".join(parts) or "-"
-
-
 def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None) -> list[LayerPlan]:
-    """One :class:`LayerPlan` per layer (``profile``: a ``perf_model.Profile``, needed for auto)."""
+    """One :class:`LayerPlan` per layer (``profile``: a ``profiles.Profile``, needed for auto)."""
     rows = []
     for layer in layers:
         kernel, reason, predicted = decide(layer, sparse_mode, profile)
@@ -101,10 +171,12 @@ def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None) -> l
             kernel_size=tuple(layer.weight.shape[2:]) if conv else (),
             stride=tuple(layer.attrs["stride"]) if conv else (),
             groups=layer.attrs["groups"] if conv else 1,
-            epilogue=_epilogue(layer), sparsity=round(1.0 - layer.density, 4),
+            epilogue=layer.epilogue, sparsity=round(1.0 - layer.density, 4),
             kernel=kernel, reason=reason, predicted_ms=predicted))
     return rows
 
+
+# ---------------------------------------------------------------- the table
 
 def shape_text(r: LayerPlan) -> str:
     """``cin->cout KHxKW/stride @HxW [gG]`` for a conv, ``in->out`` for a linear."""
@@ -115,18 +187,38 @@ def shape_text(r: LayerPlan) -> str:
     return f"{r.in_shape[1]}->{r.out_shape[1]}"
 
 
-def format_plan(rows: list[LayerPlan]) -> str:
-    """A fixed-width table of the plan, one line per layer, with the predicted times (ms)."""
-    header = (f"{'#':>3} {'layer':<28} {'op':<6} {'shape':<24} {'sparsity':>8} {'kernel':<7} "
-              f"{'dense ms':>9} {'sparse ms':>9} reason")
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        shape = shape_text(r)
-        pred = r.predicted_ms
-        sparse_times = [t for k, t in pred.items() if k != "dense"]
-        dense_ms = f"{pred['dense']:.3f}" if "dense" in pred else "-"
-        sparse_ms = f"{pred.get(r.kernel, min(sparse_times)):.3f}" if sparse_times and r.kernel != "dense" else (
-            f"{min(sparse_times):.3f}" if sparse_times else "-")
-        lines.append(f"{r.index:>3} {r.name[:28]:<28} {r.op:<6} {shape:<24} {r.sparsity:>8.3f} "
-                     f"{r.kernel:<7} {dense_ms:>9} {sparse_ms:>9} {r.reason}")
+def _kind_order(kind: str) -> tuple:
+    parsed = kinds.Kind.parse(kind)
+    return (kinds.FAMILIES.index(parsed.family), parsed.rows)
+
+
+def _ms(value) -> str:
+    return f"{value:>8.3f}" if value is not None else f"{'-':>8}"
+
+
+NEAR_TIE = 1.05  # a choice within 5% of the measured fastest counts as right
+
+
+def format_plan(rows: list[LayerPlan], measured: list[dict] | None = None) -> str:
+    """A fixed-width table of the plan, one line per layer: predicted ms of every candidate kind,
+    the choice and its reason; with ``measured`` (kind -> ms per row) also the measured times,
+    the measured fastest and whether the choice is within 5% of it."""
+    columns = sorted({k for r in rows for k in r.predicted_ms} | ({k for m in measured for k in m}
+                                                                  if measured else set()), key=_kind_order)
+    head = (f"{'#':>3} {'layer':<26} {'op':<6} {'shape':<24} {'sparsity':>8} "
+            + " ".join(f"{k:>8}" for k in columns) + f" {'choice':<6}")
+    if measured:
+        head += " " + " ".join(f"{'m.' + k:>8}" for k in columns) + f" {'fastest':<7} ok"
+    head += "  reason"
+    lines = [head, "-" * len(head)]
+    for i, r in enumerate(rows):
+        line = (f"{r.index:>3} {r.name[:26]:<26} {r.op:<6} {shape_text(r):<24} {r.sparsity:>8.3f} "
+                + " ".join(_ms(r.predicted_ms.get(k)) for k in columns) + f" {r.kernel:<6}")
+        if measured:
+            m = measured[i]
+            fastest = min(m, key=m.get)
+            right = m[r.kernel] <= NEAR_TIE * m[fastest]
+            line += (" " + " ".join(_ms(m.get(k)) for k in columns)
+                     + f" {fastest:<7} {'yes' if right else 'NO '}")
+        lines.append(line + "  " + r.reason)
     return "\n".join(lines)

@@ -6,10 +6,8 @@ explain itself with nothing but the ``.so``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -17,23 +15,9 @@ import tvm
 from tvm import relax
 
 from .errors import InputError, ModelLoadError
+from .tvm_compat import native_stderr_silenced
 
 META_FUNCTION = "fscnn_meta"
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Hide TVM's C++ log lines while saving or loading a library (one warning per constant)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _device(device: str):
@@ -75,9 +59,17 @@ class Runner:
         return self._vm
 
     @property
-    def plan(self) -> list[dict]:
-        """The per-layer plan the library was built with (one dict per conv/linear)."""
-        return self.meta["plan"]
+    def plan(self) -> list:
+        """The per-layer plan the library was built with (one ``plan.LayerPlan`` per conv/linear)."""
+        from .plan import LayerPlan  # noqa: PLC0415 - TVM only, no torch
+
+        return [LayerPlan.from_dict(row) for row in self.meta["plan"]]
+
+    def explain(self) -> str:
+        """The plan as a table: per layer the predicted time of each kernel kind, the choice, why."""
+        from .plan import format_plan  # noqa: PLC0415
+
+        return format_plan(self.plan)
 
     def _check(self, x) -> np.ndarray:
         arr = x if isinstance(x, np.ndarray) else np.asarray(getattr(x, "detach", lambda: x)())

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any, Union
 
 import tvm
@@ -68,3 +69,15 @@ def describe(target: tvm.target.Target) -> dict[str, Any]:
     """The target as a JSON-able dict (for metadata and logs)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in target.export().items()
             if isinstance(v, (str, int, float, bool, tuple, list))}
+
+
+def host_cpu() -> str:
+    """The host CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,9 +1,15 @@
-"""References and measuring helpers shared by the tests, the benchmarks and the demo."""
+"""References and helpers shared by the tests, the benchmarks and the demo.
+
+``TOLERANCE`` is the project's fp32 bound: max |actual - expected| <= TOLERANCE * max |expected|.
+Everything that imports torch does so inside the function, so the runtime path stays torch-free.
+"""
 from __future__ import annotations
 
 import time
 
 import numpy as np
+
+TOLERANCE = 1e-4
 
 
 def random_input(shape, seed: int = 0) -> np.ndarray:
@@ -19,9 +25,67 @@ def torch_reference(model, x: np.ndarray) -> np.ndarray:
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """max |actual - expected| / max |expected| (the project's fp32 comparison, bound 1e-4)."""
+    """max |actual - expected| / max |expected| (the project's fp32 comparison, bound ``TOLERANCE``)."""
     scale = float(np.abs(expected).max()) or 1.0
     return float(np.abs(np.asarray(actual) - expected).max()) / scale
+
+
+def check_against_torch(model, shape, sparse="auto", target="llvm", seed=0, profile=None):
+    """Compile ``model`` and assert it matches eager PyTorch on seeded random data; returns the
+    compiled model."""
+    import fscnn_tvm  # noqa: PLC0415
+
+    model = model.eval()
+    compiled = fscnn_tvm.compile(model, input_shape=shape, target=target, sparse=sparse, profile=profile)
+    x = random_input(shape, seed)
+    expected = torch_reference(model, x)
+    actual = compiled(x)
+    err = relative_error(actual, expected)
+    assert actual.shape == expected.shape
+    assert err <= TOLERANCE, f"relative error {err:.2e} > {TOLERANCE}"
+    return compiled
+
+
+def randomize_(module, seed: int = 0):
+    """Deterministic weights (and BN statistics) for a test module."""
+    from .models import init_deterministic  # noqa: PLC0415
+
+    return init_deterministic(module, seed)
+
+
+def sparsify_(module, sparsity: float, seed: int = 0):
+    """Zero a random ``sparsity`` fraction of every conv/linear weight (unstructured)."""
+    import torch  # noqa: PLC0415
+
+    gen = np.random.default_rng(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                keep = gen.random(m.weight.shape) >= sparsity
+                m.weight.mul_(torch.from_numpy(keep.astype(np.float32)))
+    return module
+
+
+def conv_block(cin, cout, k, stride=1, padding=0, dilation=1, groups=1, bias=True, bn=False, act="relu",
+               residual=False):
+    """conv (+BN) (+residual) (+activation): every epilogue the rewrite can fuse, as a torch module."""
+    from torch import nn  # noqa: PLC0415
+
+    class ConvBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, k, stride, padding, dilation, groups, bias=bias)
+            self.bn = nn.BatchNorm2d(cout) if bn else nn.Identity()
+            self.act = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "none": nn.Identity()}[act]
+            self.residual = residual
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            if self.residual:
+                y = y + x
+            return self.act(y)
+
+    return ConvBlock()
 
 
 def time_torch(model, x: np.ndarray, repeat: int = 10, warmup: int = 1) -> list[float]:
@@ -38,3 +102,28 @@ def time_torch(model, x: np.ndarray, repeat: int = 10, warmup: int = 1) -> list[
             model(xt)
             times.append(time.perf_counter() - start)
     return times
+
+
+# ---------------------------------------------------------------- benchmarks: side by side in one run
+
+def interleaved(runners: dict, rounds: int, self_timed: bool = False) -> dict[str, float]:
+    """Median seconds of each runner, timed in interleaved rounds (a, b, c, a, b, c, ...) so that
+    machine noise hits all of them alike; one warm-up call each first. A runner is a callable of
+    no arguments; with ``self_timed`` it returns its own seconds (a TVM ``time_evaluator``),
+    otherwise its wall time is taken."""
+    for fn in runners.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            result = fn()
+            times[name].append(float(result) if self_timed else time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table (how every benchmark prints its results, ready for RESULTS.md)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

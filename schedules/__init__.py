@@ -4,7 +4,8 @@ Precedence, one rule in one place: **a tuned record, else our hand schedule.** A
 tuning log entry says its best record measured faster than the hand schedule (same runner, same
 job; ``fscnn_tvm/tuning.py``) arrives here already scheduled by that record and marked
 ``tirx.is_scheduled``, and is kept; every other PrimFunc gets the first hand schedule of its
-target's ordered ``RULES`` list that accepts it.
+target's ordered ``RULES`` list that accepts it. Every PrimFunc is scheduled from a copy
+(``tvm_compat.fresh_copy``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import tvm
 from tvm import tirx
 
 from fscnn_tvm import targets
+from fscnn_tvm.tvm_compat import fresh_copy
 
 from . import x86
 
@@ -22,14 +24,6 @@ def rules_for(target: tvm.target.Target) -> list:
     from . import cuda  # noqa: PLC0415 - only CUDA builds need it
 
     return cuda.RULES
-
-
-def fresh_copy(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """A deep copy of ``func``. ``s_tir.Schedule`` can rewrite the statements of the PrimFunc it
-    was given in place (seen with the sparse conv's TVMScript function, and with MetaSchedule's
-    replayed traces: a second schedule of one kernel then fails to build), so whatever may be
-    scheduled more than once (tuning does) is scheduled from a copy."""
-    return tvm.ir.load_json(tvm.ir.save_json(func))
 
 
 def schedule_func(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc:

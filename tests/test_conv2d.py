@@ -4,29 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from conftest import randomize_, sparsify_
-from fscnn_tvm.kernels import conv_tile
+from fscnn_tvm.testing import conv_block, randomize_, sparsify_
+from fscnn_tvm.schedules.x86.rules import conv_tile
+from fscnn_tvm.kinds import KERNEL_ATTR, Compute
 from fscnn_tvm.ops.conv2d import Conv2dSpec, pack_weight
-
-
-class ConvBlock(nn.Module):
-    """conv (+BN) (+residual) (+activation): every epilogue the rewrite can fuse."""
-
-    def __init__(self, cin, cout, k, stride=1, padding=0, dilation=1, groups=1, bias=True,
-                 bn=False, act="relu", residual=False):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride, padding, dilation, groups, bias=bias)
-        self.bn = nn.BatchNorm2d(cout) if bn else nn.Identity()
-        self.act = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "none": nn.Identity()}[act]
-        self.residual = residual
-
-    def forward(self, x):
-        y = self.bn(self.conv(x))
-        if self.residual:
-            y = y + x
-        return self.act(y)
 
 
 CASES = [
@@ -49,20 +31,20 @@ CASES = [
 
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,groups,hw,batch,kw", CASES)
 def test_conv_matches_torch(compare, cin, cout, k, stride, pad, dil, groups, hw, batch, kw):
-    block = randomize_(ConvBlock(cin, cout, k, stride, pad, dil, groups, **kw))
+    block = randomize_(conv_block(cin, cout, k, stride, pad, dil, groups, **kw))
     compiled = compare(block, (batch, cin, hw, hw))
     assert [row.op for row in compiled.plan] == ["conv2d"]
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99, 1.0])
 def test_conv_sparse_weights(compare, sparsity):
-    block = sparsify_(randomize_(ConvBlock(32, 64, 3, padding=1, bn=True)), sparsity, seed=1)
+    block = sparsify_(randomize_(conv_block(32, 64, 3, padding=1, bn=True)), sparsity, seed=1)
     compiled = compare(block, (1, 32, 12, 12))
     assert compiled.plan[0].sparsity == pytest.approx(sparsity, abs=0.05)
 
 
 def test_empty_output_row_and_all_zero_layer(compare):
-    block = randomize_(ConvBlock(16, 32, 3, padding=1, act="none"))
+    block = randomize_(conv_block(16, 32, 3, padding=1, act="none"))
     with torch.no_grad():
         block.conv.weight[3].zero_()  # one output channel with no nonzeros
     compare(block, (1, 16, 8, 8))
@@ -72,7 +54,7 @@ def test_empty_output_row_and_all_zero_layer(compare):
 
 
 def test_epilogue_fused_into_one_kernel(compare):
-    compiled = compare(randomize_(ConvBlock(16, 16, 3, padding=1, bn=True, residual=True)),
+    compiled = compare(randomize_(conv_block(16, 16, 3, padding=1, bn=True, residual=True)),
                        (1, 16, 8, 8))
     assert compiled.plan[0].epilogue == "bias+residual+relu"
 
@@ -98,8 +80,10 @@ def test_tile_choice_reads_vector_width():
     assert conv_tile(depthwise, 16)[0] == "conv2d_spatial"
 
 
-def test_kernel_is_vectorized(target):
-    """Structural check: the conv's inner loop uses 512-bit FMAs on an AVX-512 target."""
+@pytest.mark.parametrize("mcpu, lanes, register", [("znver4", 16, "zmm"), ("znver3", 8, "ymm")])
+def test_kernel_is_vectorized(mcpu, lanes, register):
+    """Structural check: the conv's inner loop uses FMAs on the target's widest vector registers
+    (512-bit with AVX-512, 256-bit with AVX2), whatever this machine is."""
     import tvm
     from tvm import te
 
@@ -107,10 +91,10 @@ def test_kernel_is_vectorized(target):
     from fscnn_tvm.schedules import schedule_func
 
     spec = Conv2dSpec(1, 32, 14, 14, 32, (3, 3), padding=(1, 1, 1, 1))
-    inputs, out = conv2d_oc_blocked(spec, oc_block=16, ow_tile=14)
+    inputs, out = conv2d_oc_blocked(spec, oc_block=lanes, ow_tile=14)
     func = te.create_prim_func(inputs + [out]).with_attrs(
-        {"fscnn.kernel": "conv2d_oc_blocked", "fscnn.ow_tile": 14, "fscnn.oc_block": 16})
-    tgt = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+        {KERNEL_ATTR: Compute.CONV2D_OC_BLOCKED, "fscnn.ow_tile": 14, "fscnn.oc_block": lanes})
+    tgt = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
     lib = tvm.compile(tvm.IRModule({"main": schedule_func(func, tgt)}), tgt)
-    asm = lib.mod.inspect_source("asm")
-    assert "vfmadd231ps" in asm and "zmm" in asm
+    fmas = [line for line in lib.mod.inspect_source("asm").splitlines() if "vfmadd231ps" in line]
+    assert fmas and all(register in line for line in fmas)

@@ -13,10 +13,9 @@ import tvm
 from torch import nn
 
 import fscnn_tvm
-from conftest import check_against_torch, randomize_, sparsify_
-from fscnn_tvm import models, perf_model, prune, targets
+from fscnn_tvm.testing import check_against_torch, conv_block, randomize_, sparsify_
+from fscnn_tvm import models, perf_model, plan, profiles, prune, targets
 from fscnn_tvm.errors import ModelLoadError
-from test_conv2d import ConvBlock
 
 ARCHS = ["sm_80", "sm_90"]
 HAS_GPU = tvm.cuda().exist
@@ -36,7 +35,7 @@ KERNEL_CASES = [
 
 
 def _block(cin, cout, k, stride, pad, groups, kw, sparsity, block):
-    module = randomize_(ConvBlock(cin, cout, k, stride, pad, groups=groups, **kw))
+    module = randomize_(conv_block(cin, cout, k, stride, pad, groups=groups, **kw))
     if block is not None:
         prune.magnitude(module, sparsity, skip_first_conv=False, block=block)
     elif sparsity:
@@ -109,24 +108,24 @@ def test_zoo_model_builds_and_exports(spec, arch, tmp_path):
 
 
 def test_cuda_profile_is_builtin_and_decides():
-    profile = perf_model.builtin_profile(targets.parse("cuda"))
+    profile = profiles.builtin_profile(targets.parse("cuda"))
     assert profile.target == "cuda-sm90" and set(profile.coefficients) == set(perf_model.CUDA_COEFFICIENTS)
-    from fscnn_tvm.measure import conv_layer
+    from fscnn_tvm.layer import conv_layer
     from fscnn_tvm.ops.conv2d import Conv2dSpec
 
     spec = Conv2dSpec(1, 256, 56, 56, 256, (3, 3), padding=(1, 1, 1, 1))
     w = np.random.default_rng(0).standard_normal((256, 256, 3, 3)).astype("float32")
-    assert perf_model.choose(conv_layer(spec, w), profile).kind == "dense"
+    assert plan.choose(conv_layer(spec, w), profile).kind == "dense"
     w *= prune.magnitude_mask(w, 0.95)
-    assert perf_model.choose(conv_layer(spec, w), profile).kind == "csr"
+    assert plan.choose(conv_layer(spec, w), profile).kind == "csr"
 
 
 def test_cuda_profile_file_round_trip(tmp_path):
-    profile = perf_model.builtin_profile(targets.parse("cuda"))
+    profile = profiles.builtin_profile(targets.parse("cuda"))
     path = profile.save(tmp_path / "profile.json")
-    assert perf_model.load_profile("cuda", path).coefficients == profile.coefficients
-    with pytest.raises(perf_model.ProfileError, match="not cuda-sm80"):
-        perf_model.load_profile({"kind": "cuda", "arch": "sm_80"}, path)
+    assert profiles.load_profile("cuda", path).coefficients == profile.coefficients
+    with pytest.raises(profiles.ProfileError, match="not cuda-sm80"):
+        profiles.load_profile({"kind": "cuda", "arch": "sm_80"}, path)
 
 
 # ------------------------------------------------------------------ on a GPU

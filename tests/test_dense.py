@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from conftest import randomize_, sparsify_
+from fscnn_tvm.testing import randomize_, sparsify_
 
 
 class MLP(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from onnx import TensorProto, helper
 
 import fscnn_tvm
-from conftest import check_against_torch, randomize_
+from fscnn_tvm.testing import TOLERANCE, check_against_torch, randomize_
 from fscnn_tvm import models
 from fscnn_tvm.errors import ModelLoadError, UnsupportedOperatorError
 from fscnn_tvm.testing import random_input, relative_error, torch_reference
@@ -26,7 +26,7 @@ def test_pt2_file(tmp_path, small_model):
     torch.export.save(torch.export.export(small_model, (torch.zeros(SHAPE),)), str(path))
     compiled = fscnn_tvm.compile(str(path))
     x = random_input(SHAPE)
-    assert relative_error(compiled(x), torch_reference(small_model, x)) <= 1e-4
+    assert relative_error(compiled(x), torch_reference(small_model, x)) <= TOLERANCE
     assert compiled.plan[1].name == "layer1.0.conv1"
 
 
@@ -34,7 +34,7 @@ def test_exported_program(small_model):
     ep = torch.export.export(small_model, (torch.zeros(SHAPE),))
     compiled = fscnn_tvm.compile(ep)
     x = random_input(SHAPE)
-    assert relative_error(compiled(x), torch_reference(small_model, x)) <= 1e-4
+    assert relative_error(compiled(x), torch_reference(small_model, x)) <= TOLERANCE
 
 
 def test_onnx_file(tmp_path):
@@ -43,7 +43,7 @@ def test_onnx_file(tmp_path):
     torch.onnx.export(model, (torch.zeros(SHAPE),), str(path), input_names=["x"], dynamo=False)
     compiled = fscnn_tvm.compile(str(path))
     x = random_input(SHAPE)
-    assert relative_error(compiled(x), torch_reference(model, x)) <= 1e-4
+    assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
     assert len(compiled.plan) == 53 and compiled.plan[0].name.endswith("Conv")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import check_against_torch
+from fscnn_tvm.testing import check_against_torch
 from fscnn_tvm import models, prune
 
 SHAPE = (1, 3, 64, 64)  # small input keeps CI fast; every layer type is still exercised

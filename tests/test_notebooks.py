@@ -2,18 +2,27 @@
 its outputs stripped."""
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_notebooks():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_"]
+def test_the_readme_names_every_notebook_and_each_has_a_title():
+    """Exactly the notebooks the README lists are there, each opens with a markdown title and
+    has code to run."""
+    readme = (ROOT / "README.md").read_text()
+    listed = sorted(set(re.findall(r"(\d\d_\w+\.ipynb)", readme)))
+    assert listed == [p.name for p in NOTEBOOKS] and len(listed) == 3
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), path.name
+        assert sum(c.cell_type == "code" for c in nb.cells) >= 3, path.name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -24,6 +33,7 @@ def test_outputs_are_stripped(path):
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("FSCNN_NOTEBOOK_SIZE", "small")

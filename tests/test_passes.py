@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from conftest import check_against_torch, randomize_
+from fscnn_tvm.testing import check_against_torch, randomize_
 from fscnn_tvm import frontend, passes
 
 

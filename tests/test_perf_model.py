@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import check_against_torch, randomize_
-from fscnn_tvm import models, perf_model, prune, targets
+from fscnn_tvm.testing import check_against_torch, randomize_
+from fscnn_tvm import guided, models, perf_model, plan, profiles, prune, targets
 from fscnn_tvm.errors import ProfileError, ProfileWarning
-from fscnn_tvm.measure import conv_layer, linear_layer
+from fscnn_tvm.layer import conv_layer, linear_layer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
 
 TARGET = targets.parse("llvm")
@@ -23,7 +23,7 @@ SPARSITIES = np.round(np.arange(0.0, 1.0, 0.01), 2)
 
 @pytest.fixture(scope="module")
 def profile():
-    return perf_model.builtin_profile(TARGET)
+    return profiles.builtin_profile(TARGET)
 
 
 def _weight(shape, sparsity, seed=0):
@@ -48,7 +48,7 @@ def test_choice_is_monotone_in_sparsity_and_dense_at_zero(spec, profile):
     for sp in SPARSITIES[::5]:
         w = base.copy().reshape(-1)
         w[order[:int(round(sp * w.size))]] = 0
-        choice = perf_model.choose(conv_layer(spec, w.reshape(base.shape)), profile)
+        choice = plan.choose(conv_layer(spec, w.reshape(base.shape)), profile)
         assert choice.reason and "ms" in choice.reason
         assert set(choice.times) == {"dense", "csr"} and all(t > 0 for t in choice.times.values())
         kinds.append(choice.kind)
@@ -64,96 +64,94 @@ def test_predicted_sparse_time_grows_with_nonzeros(profile):
 
 
 def test_big_3x3_at_90_percent_goes_sparse_and_tiny_maps_stay_dense(profile):
-    big = perf_model.choose(conv_layer(LAYER_SHAPES[0], _weight((256, 256, 3, 3), 0.9)), profile)
+    big = plan.choose(conv_layer(LAYER_SHAPES[0], _weight((256, 256, 3, 3), 0.9)), profile)
     assert big.kind == "csr" and big.break_even is not None and 0.5 < big.break_even < 0.9
-    tiny = perf_model.choose(conv_layer(LAYER_SHAPES[4], _weight((512, 512, 3, 3), 0.9)), profile)
+    tiny = plan.choose(conv_layer(LAYER_SHAPES[4], _weight((512, 512, 3, 3), 0.9)), profile)
     assert tiny.kind == "dense"
 
 
 def test_block_pruned_weight_is_offered_bsr(profile):
     w = np.random.default_rng(0).standard_normal((256, 256, 3, 3)).astype("float32")
     w *= prune.magnitude_mask(w, 0.8, block=(8, 1))
-    choice = perf_model.choose(conv_layer(LAYER_SHAPES[0], w), profile)
+    choice = plan.choose(conv_layer(LAYER_SHAPES[0], w), profile)
     # 8x1 blocks are also 4x1 blocks: both BSR kinds compete with AVX2's 16 registers
     both = {"dense", "csr", "bsr8"} | ({"bsr4"} if profile.lanes < 16 else set())
     assert set(choice.times) == both and choice.kind.startswith("bsr")
     assert choice.times[choice.kind] < choice.times["csr"]
     w4 = np.random.default_rng(0).standard_normal((256, 256, 3, 3)).astype("float32")
     w4 *= prune.magnitude_mask(w4, 0.8, block=(4, 1))
-    assert set(perf_model.choose(conv_layer(LAYER_SHAPES[0], w4), profile).times) == {"dense", "csr", "bsr4"}
+    assert set(plan.choose(conv_layer(LAYER_SHAPES[0], w4), profile).times) == {"dense", "csr", "bsr4"}
 
 
 def test_grouped_conv_has_only_dense(profile):
     spec = Conv2dSpec(1, 32, 14, 14, 32, (3, 3), padding=(1, 1, 1, 1), groups=32)
-    choice = perf_model.choose(conv_layer(spec, _weight((32, 1, 3, 3), 0.9)), profile)
+    choice = plan.choose(conv_layer(spec, _weight((32, 1, 3, 3), 0.9)), profile)
     assert choice.kind == "dense" and list(choice.times) == ["dense"] and "groups=32" in choice.reason
 
 
 def test_linear_layers(profile):
     layer = linear_layer(1, _weight((4096, 4096), 0.95))
-    assert perf_model.choose(layer, profile).kind == "csr"
-    assert perf_model.choose(linear_layer(1, _weight((4096, 4096), 0.0)), profile).kind == "dense"
+    assert plan.choose(layer, profile).kind == "csr"
+    assert plan.choose(linear_layer(1, _weight((4096, 4096), 0.0)), profile).kind == "dense"
 
 
 @pytest.mark.parametrize("spec", ["vgg16", "resnet50"])
 def test_unpruned_zoo_models_plan_all_dense(spec):
     """With the profile compile() would use: at sparsity 0 every layer is dense."""
-    from fscnn_tvm import frontend, passes
-    from fscnn_tvm.plan import make_plan
+    from fscnn_tvm.pipeline import plan_model
 
-    imported = frontend.import_model(models.from_spec(spec), (1, 3, 224, 224))
-    layers = passes.find_layers(imported.mod, imported.layer_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProfileWarning)
-        prof = perf_model.load_profile(TARGET)
-    assert {row.kernel for row in make_plan(layers, "auto", prof)} == {"dense"}
+        planned = plan_model(spec, (1, 3, 224, 224), TARGET)
+    assert {row.kernel for row in planned.plan} == {"dense"}
 
 
 # ---------------------------------------------------------------- profiles
 
 def test_profile_round_trip(tmp_path, profile):
     path = profile.save(tmp_path / "p" / "profile.json")
-    again = perf_model.read_profile(path)
+    again = profiles.read_profile(path)
     assert again.coefficients == profile.coefficients and again.target == profile.target
     assert again.source == path
-    assert perf_model.load_profile(TARGET, path).coefficients == profile.coefficients
+    assert profiles.load_profile(TARGET, path).coefficients == profile.coefficients
 
 
 def test_profile_errors(tmp_path, profile):
     missing = tmp_path / "none.json"
     with pytest.raises(ProfileError, match="none.json: no such profile file"):
-        perf_model.load_profile(TARGET, missing)
+        profiles.load_profile(TARGET, missing)
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text('{"format": 1, "coeff')
     with pytest.raises(ProfileError, match="corrupt.json: not a valid profile"):
-        perf_model.load_profile(TARGET, corrupt)
+        profiles.load_profile(TARGET, corrupt)
     partial = tmp_path / "partial.json"
     data = profile.to_json()
     del data["coefficients"]["csr.flop"]
     partial.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="coefficients missing or invalid"):
-        perf_model.load_profile(TARGET, partial)
+        profiles.load_profile(TARGET, partial)
     other = tmp_path / "other.json"
     data = profile.to_json()
     data["target"] = "llvm-someothercpu"
     other.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="is for target llvm-someothercpu"):
-        perf_model.load_profile(TARGET, other)
+        profiles.load_profile(TARGET, other)
 
 
 def test_missing_default_profile_warns_and_uses_builtin(tmp_path, monkeypatch):
     monkeypatch.setenv("FSCNN_TVM_TUNING_LOGS", str(tmp_path))
     with pytest.warns(ProfileWarning, match="no calibrated profile"):
-        prof = perf_model.load_profile(TARGET)
+        prof = profiles.load_profile(TARGET)
     assert prof.source == "built-in"
-    assert prof.coefficients == perf_model.builtin_profile(TARGET).coefficients
+    assert prof.coefficients == profiles.builtin_profile(TARGET).coefficients
     (tmp_path / targets.tag(TARGET)).mkdir()
-    perf_model.builtin_profile(TARGET).save(tmp_path / targets.tag(TARGET) / "profile.json")
+    profiles.builtin_profile(TARGET).save(tmp_path / targets.tag(TARGET) / "profile.json")
     with warnings.catch_warnings():
         warnings.simplefilter("error", ProfileWarning)
-        assert perf_model.load_profile(TARGET).source.endswith("profile.json")
+        assert profiles.load_profile(TARGET).source.endswith("profile.json")
 
 
+@pytest.mark.heavy
 def test_calibrate_cli_writes_a_profile_that_compile_uses(tmp_path):
     out = tmp_path / "profile.json"
     env = dict(os.environ, TVM_NUM_THREADS="1")
@@ -161,7 +159,7 @@ def test_calibrate_cli_writes_a_profile_that_compile_uses(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and out.is_file()
-    prof = perf_model.read_profile(out)
+    prof = profiles.read_profile(out)
     assert prof.target == targets.tag(TARGET) and prof.meta["samples"] > 10
     assert prof.meta["fit_median_relative_error"] < 0.5
     block = randomize_(torch.nn.Sequential(torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU()))
@@ -170,6 +168,7 @@ def test_calibrate_cli_writes_a_profile_that_compile_uses(tmp_path):
     assert compiled.plan[0].predicted_ms and compiled.plan[0].reason
 
 
+@pytest.mark.heavy
 def test_explain_cli_measures_and_compares_with_oracle():
     done = subprocess.run([sys.executable, "-m", "fscnn_tvm.cli", "explain", "resnet18@0.9",
                            "--input-shape", "1,3,32,32", "--measure"],
@@ -184,7 +183,7 @@ def test_explain_cli_measures_and_compares_with_oracle():
 
 def test_guided_pruning_prunes_only_where_it_pays(tmp_path, profile):
     model = models.from_spec("resnet18")  # at 64x64 the last stage runs on 2x2 maps: sparse cannot pay
-    report = prune.guided(model, (1, 3, 64, 64), TARGET, profile, max_sparsity=0.9)
+    report = guided.prune(model, (1, 3, 64, 64), TARGET, profile, max_sparsity=0.9)
     measured = prune.weight_sparsity(model)
     by_name = {g.name: g for g in report.layers}
     assert set(by_name) == set(measured)

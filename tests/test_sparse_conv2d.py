@@ -5,9 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import check_against_torch, randomize_, sparsify_
+from fscnn_tvm.testing import check_against_torch, conv_block, randomize_, sparsify_
 from fscnn_tvm import models, prune
-from test_conv2d import ConvBlock
 
 SPARSE_CASES = [
     # (cin, cout, k, stride, pad, dilation, hw, batch, kwargs)
@@ -29,7 +28,7 @@ SPARSE_CASES = [
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99])
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,hw,batch,kw", SPARSE_CASES)
 def test_csr_conv(cin, cout, k, stride, pad, dil, hw, batch, kw, sparsity):
-    block = sparsify_(randomize_(ConvBlock(cin, cout, k, stride, pad, dil, **kw)), sparsity, seed=2)
+    block = sparsify_(randomize_(conv_block(cin, cout, k, stride, pad, dil, **kw)), sparsity, seed=2)
     compiled = check_against_torch(block, (batch, cin, hw, hw), sparse="always")
     assert compiled.plan[0].kernel == "csr"
 
@@ -38,16 +37,16 @@ def test_csr_conv(cin, cout, k, stride, pad, dil, hw, batch, kw, sparsity):
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,hw,batch,kw", SPARSE_CASES)
 def test_csr_conv_aligned_layout(monkeypatch, cin, cout, k, stride, pad, dil, hw, batch, kw, sparsity):
     """Aligned layouts (taps split by column shift) on every case, not only >= 256 channels."""
-    from fscnn_tvm import kernels
     from fscnn_tvm.ops.conv2d import Conv2dSpec
+    from fscnn_tvm.schedules.x86 import rules as x86_rules
 
-    monkeypatch.setattr(kernels, "ALIGN_MIN_CHANNELS", 1)
-    monkeypatch.setattr(kernels, "ALIGN_MIN_LANES", 1)  # also on an AVX2 host
+    monkeypatch.setattr(x86_rules, "ALIGN_MIN_CHANNELS", 1)
+    monkeypatch.setattr(x86_rules, "ALIGN_MIN_LANES", 1)  # also on an AVX2 host
     spec = Conv2dSpec(batch, cin, hw, hw, cout, (k, k), (stride, stride), (pad,) * 4, (dil, dil))
-    layout = kernels.sparse_conv_layout(spec, 1, 16)
+    layout = x86_rules.sparse_conv_layout(spec, 1, 16)
     assert (layout.align == 16) == (k > 1)
     assert layout.ws % layout.align == 0 and len(layout.shifts) == len({c * dil // stride for c in range(k)})
-    block = sparsify_(randomize_(ConvBlock(cin, cout, k, stride, pad, dil, **kw)), sparsity, seed=3)
+    block = sparsify_(randomize_(conv_block(cin, cout, k, stride, pad, dil, **kw)), sparsity, seed=3)
     compiled = check_against_torch(block, (batch, cin, hw, hw), sparse="always")
     assert compiled.plan[0].kernel == "csr"
 
@@ -55,14 +54,14 @@ def test_csr_conv_aligned_layout(monkeypatch, cin, cout, k, stride, pad, dil, hw
 @pytest.mark.parametrize("rows", [4, 8])
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,hw,batch,kw", SPARSE_CASES[:6])
 def test_bsr_conv(cin, cout, k, stride, pad, dil, hw, batch, kw, rows):
-    block = randomize_(ConvBlock(cin, cout, k, stride, pad, dil, **kw))
+    block = randomize_(conv_block(cin, cout, k, stride, pad, dil, **kw))
     prune.magnitude(block, 0.8, skip_first_conv=False, block=(rows, 1))
     compiled = check_against_torch(block, (batch, cin, hw, hw), sparse="always")
     assert compiled.plan[0].kernel == f"bsr{rows}"
 
 
 def test_empty_rows_and_all_zero_layer():
-    block = sparsify_(randomize_(ConvBlock(16, 32, 3, padding=1, act="none")), 0.9)
+    block = sparsify_(randomize_(conv_block(16, 32, 3, padding=1, act="none")), 0.9)
     with torch.no_grad():
         block.conv.weight[[0, 5, 31]] = 0  # rows with no nonzeros
     check_against_torch(block, (1, 16, 10, 10), sparse="always")
@@ -81,27 +80,27 @@ def test_csr_linear(batch, sparsity):
 
 
 def test_grouped_conv_stays_dense_with_reason():
-    block = randomize_(ConvBlock(32, 32, 3, padding=1, groups=32))
+    block = randomize_(conv_block(32, 32, 3, padding=1, groups=32))
     compiled = check_against_torch(block, (1, 32, 8, 8), sparse="always")
     assert compiled.plan[0].kernel == "dense"
     assert compiled.plan[0].reason == "groups=32: sparse kernels need groups=1"
 
 
 def _builtin_profile():
-    from fscnn_tvm import perf_model, targets
+    from fscnn_tvm import profiles, targets
 
-    return perf_model.builtin_profile(targets.parse("llvm"))
+    return profiles.builtin_profile(targets.parse("llvm"))
 
 
 @pytest.mark.parametrize("mode,expected", [("never", "dense"), ("auto", "csr"), ("always", "csr")])
 def test_sparse_modes(mode, expected):
-    block = sparsify_(randomize_(ConvBlock(32, 64, 3, padding=1)), 0.9)
+    block = sparsify_(randomize_(conv_block(32, 64, 3, padding=1)), 0.9)
     compiled = check_against_torch(block, (1, 32, 28, 28), sparse=mode, profile=_builtin_profile())
     assert compiled.plan[0].kernel == expected and compiled.plan[0].reason
 
 
 def test_auto_keeps_low_sparsity_dense():
-    block = sparsify_(randomize_(ConvBlock(32, 64, 3, padding=1)), 0.3)
+    block = sparsify_(randomize_(conv_block(32, 64, 3, padding=1)), 0.3)
     compiled = check_against_torch(block, (1, 32, 28, 28), sparse="auto", profile=_builtin_profile())
     row = compiled.plan[0]
     assert row.kernel == "dense" and "csr pays above sparsity" in row.reason
@@ -113,8 +112,11 @@ def test_auto_keeps_low_sparsity_dense():
 def test_zoo_models_always_sparse(spec):
     model = models.from_spec(spec)
     compiled = check_against_torch(model, (1, 3, 64, 64), sparse="always")
-    kinds = {r.kernel for r in compiled.plan}
-    assert kinds & {"csr", "bsr8"}
+    for r in compiled.plan:  # every layer a sparse kernel can run, runs one; the rest say why not
+        if r.groups == 1:
+            assert r.kernel in ("csr", "bsr4", "bsr8") and r.reason.startswith("sparse='always'"), r
+        else:
+            assert r.kernel == "dense" and r.reason.startswith(f"groups={r.groups}"), r
 
 
 def test_sparse_kernel_inner_loop_is_vectorized():
@@ -134,14 +136,14 @@ def test_sparse_kernel_inner_loop_is_vectorized():
 
 @pytest.mark.parametrize("hw,tile_fits", [(28, True), (14, False)])  # 784 = 7 x 112; 196 is no multiple of 16
 def test_1x1_reads_input_in_place_when_tiles_fit(hw, tile_fits):
-    from fscnn_tvm.kernels import sparse_conv_tile
+    from fscnn_tvm.schedules.x86.rules import sparse_conv_tile
     from fscnn_tvm.ops.conv2d import Conv2dSpec
     from fscnn_tvm.ops.sparse_conv2d import SparseConvLayout
 
     spec = Conv2dSpec(2, 32, hw, hw, 48, (1, 1))
     layout = SparseConvLayout(spec, sparse_conv_tile(spec, 1, 16))
     assert layout.direct == tile_fits
-    block = sparsify_(randomize_(ConvBlock(32, 48, 1, act="none", residual=False)), 0.9)
+    block = sparsify_(randomize_(conv_block(32, 48, 1, act="none", residual=False)), 0.9)
     check_against_torch(block, (2, 32, hw, hw), sparse="always")
 
 
@@ -155,7 +157,7 @@ def test_stride2_1x1_stages_one_phase_plane():
 
 
 def test_chunk_rule():
-    from fscnn_tvm.kernels import sparse_conv_chunks
+    from fscnn_tvm.schedules.x86.rules import sparse_conv_chunks
     from fscnn_tvm.ops.conv2d import Conv2dSpec
 
     assert sparse_conv_chunks(Conv2dSpec(1, 80, 8, 8, 8, (3, 3)), 1) == 3

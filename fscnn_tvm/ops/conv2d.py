@@ -59,13 +59,6 @@ class Conv2dSpec:
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.out_channels, self.out_height, self.out_width)
 
-    @property
-    def flops(self) -> int:
-        """Dense multiply-add work, counted as 2 FLOPs each."""
-        kh, kw = self.kernel
-        return 2 * self.batch * self.out_channels * self.out_height * self.out_width * (
-            self.in_channels // self.groups) * kh * kw
-
     def validate(self) -> None:
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(

@@ -139,10 +139,6 @@ class SparseConvLayout:
         return -(-self.spec.out_channels // self.block_rows)
 
     @property
-    def chunk_channels(self) -> int:
-        return -(-self.spec.in_channels // self.chunks)
-
-    @property
     def flat_len(self) -> int:
         """Length of ``Xp``: every read of a junk column stays inside (and reads zeros)."""
         need = self.spec.batch * self.image_size + self.tiles * self.tile

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
+from fscnn_tvm.kinds import Compute, compute_of
+
 
 def _schedule_pad(sch: s_tir.Schedule) -> None:
     try:
@@ -92,12 +94,12 @@ def space(sch: s_tir.Schedule) -> None:
 
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     """Schedule an fscnn conv2d PrimFunc; ``None`` if ``func`` is not one."""
-    kernel = func.attrs.get("fscnn.kernel") if func.attrs else None
-    if kernel not in ("conv2d_oc_blocked", "conv2d_spatial"):
+    kernel = compute_of(func)
+    if kernel not in (Compute.CONV2D_OC_BLOCKED, Compute.CONV2D_SPATIAL):
         return None
     sch = s_tir.Schedule(func)
     ow_tile = int(func.attrs["fscnn.ow_tile"])
-    if kernel == "conv2d_oc_blocked":
+    if kernel == Compute.CONV2D_OC_BLOCKED:
         schedule_oc_blocked(sch, ow_tile)
     else:
         schedule_spatial(sch, ow_tile, lanes)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
+from fscnn_tvm.kinds import Compute, compute_of
+
 BATCH_TILE = 4
 
 
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:  # noqa: ARG001
     """Schedule an fscnn dense PrimFunc; ``None`` if ``func`` is not one."""
-    if not func.attrs or func.attrs.get("fscnn.kernel") != "dense":
+    if compute_of(func) != Compute.DENSE:
         return None
     sch = s_tir.Schedule(func)
     acc = sch.get_sblock("dense")

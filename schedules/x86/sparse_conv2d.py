@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
+from fscnn_tvm.kinds import Compute, compute_of
+
 from .conv2d import _unroll_vectorize
 
 MIN_PARALLEL_TILES = 8  # fewer (image, tile) pairs than this: parallelise over rows instead
@@ -34,7 +36,7 @@ def _vectorized_copy_stages(sch: s_tir.Schedule, lanes: int) -> None:
 
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     """Schedule an fscnn sparse conv PrimFunc; ``None`` if ``func`` is not one."""
-    if not func.attrs or func.attrs.get("fscnn.kernel") != "sparse_conv2d":
+    if compute_of(func) != Compute.SPARSE_CONV2D:
         return None
     # The row block reads Cp (a chunk's partial sum) and writes it back, which s_tir's parallel
     # check rejects; chunks of one tile run serially in either choice below, so no two threads

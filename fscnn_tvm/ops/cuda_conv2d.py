@@ -5,7 +5,9 @@ into a flat zero-padded buffer ``Xp`` (phase planes for stride > 1) and every st
 has a precomputed *offset* into it, so output ``p = oh*Ws + ow`` of row ``oc`` is
 ``sum_j values[j] * Xp[n*image + offsets[j] + p]``: no im2col and no index decoding.
 
-On the GPU (the kernel is written already scheduled, threads bound in the script):
+On the GPU the kernel is written already scheduled, threads bound in the script (TE cannot
+express the data-dependent reduction, and the thread geometry below *is* its schedule); the
+choice of block rows for dense layers is a rule in ``schedules/cuda/rules.py``:
 
 - a thread block owns one *row block* of ``R`` output channels (``blockIdx.y``) and a tile of
   ``THREADS x COARSEN`` flat outputs of one image (``blockIdx.x``); thread ``t`` computes outputs
@@ -29,10 +31,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 
-from fscnn_tvm import sparse
-from fscnn_tvm.ops.conv2d import ACTIVATION_SCRIPT as _ACT
-from fscnn_tvm.ops.conv2d import Conv2dSpec
-from fscnn_tvm.ops.sparse_conv2d import SparseConvLayout
+from .. import sparse
+from .conv2d import ACTIVATION_SCRIPT as _ACT
+from .conv2d import Conv2dSpec
+from .sparse_conv2d import SparseConvLayout
 
 THREADS = 128  # threads per block, along the flat output
 COARSEN = 2  # outputs per thread (register coarsening along the flat output)
@@ -43,13 +45,6 @@ COPY_THREADS = 256  # threads per block of the staging copies
 def layout(spec: Conv2dSpec, block_rows: int) -> SparseConvLayout:
     """The geometry of the CUDA conv (stride must be equal in both axes)."""
     return SparseConvLayout(spec, THREADS * COARSEN, block_rows)
-
-
-def dense_block_rows(spec: Conv2dSpec) -> int:
-    """Output channels per block for a dense layer: the largest of 8, 4, 2, 1 dividing the
-    channels of one group (a block must not straddle two groups)."""
-    per_group = spec.out_channels // spec.groups
-    return next(r for r in (8, 4, 2, 1) if per_group % r == 0)
 
 
 def weight_arrays(lay: SparseConvLayout, weight: np.ndarray, keep_zero_blocks: bool) -> list[np.ndarray]:

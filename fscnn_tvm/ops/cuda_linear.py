@@ -3,7 +3,7 @@
 The block's ``THREADS`` threads stride over the row's nonzeros (CSR) or its weights (dense) in
 steps of ``THREADS``, so consecutive threads read consecutive weights (coalesced), accumulate a
 partial sum in a register, and reduce the partial sums in shared memory; thread 0 applies bias,
-residual and activation. Written already scheduled, like ``conv2d.py``.
+residual and activation. Written already scheduled, like ``cuda_conv2d.py``.
 
 Arguments: ``data [N, IN]``, CSR: ``indptr [OUT+1] int32, cols [nnz] int32, values [nnz]`` or
 dense: ``weight [OUT, IN]``, then ``bias [OUT]``, (``residual [N, OUT]``), ``out [N, OUT]``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tvm
 
-from fscnn_tvm.ops.conv2d import ACTIVATION_SCRIPT as _ACT
+from .conv2d import ACTIVATION_SCRIPT as _ACT
 
 THREADS = 128
 

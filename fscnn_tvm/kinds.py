@@ -1,0 +1,77 @@
+"""Names the pipeline shares: the kernel kinds a plan chooses from, and the compute each PrimFunc is.
+
+A **kernel kind** is what a plan row says a layer runs: ``dense`` (direct), ``csr``, or ``bsr{R}``
+(blocks of ``R`` output channels). :class:`Kind` parses and prints them, so nothing slices strings.
+
+A **compute** names the PrimFunc a kernel builder made (stored on it as the ``fscnn.kernel``
+attribute); a schedule rule in ``schedules/<target>/`` reads it to decide "mine or not".
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import tvm
+
+KERNEL_ATTR = "fscnn.kernel"
+# Every kernel kind family a plan can choose, in the order tables show them. A new family is one
+# entry here (and its candidates rule in plan.py).
+FAMILIES = ("dense", "csr", "bsr")
+BLOCKED = ("bsr",)  # families whose name carries the rows per block: bsr8
+_KIND = re.compile(r"^(?P<family>[a-z_]+?)(?P<rows>\d+)?$")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kernel kind: ``family`` is ``dense``, ``csr`` or ``bsr``; ``rows`` the output channels
+    per stored block (1 for dense and CSR)."""
+
+    family: str
+    rows: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Kind:
+        m = _KIND.match(str(text))
+        family = m.group("family") if m else None
+        if family not in FAMILIES or (family in BLOCKED) != (m.group("rows") is not None):
+            raise ValueError(f"unknown kernel kind {text!r}; expected one of "
+                             + ", ".join(f"{f}<R>" if f in BLOCKED else f for f in FAMILIES) + " (e.g. bsr8)")
+        return cls(family, int(m.group("rows") or 1))
+
+    @property
+    def sparse(self) -> bool:
+        return self.family != "dense"
+
+    def __str__(self) -> str:
+        return f"{self.family}{self.rows}" if self.family in BLOCKED else self.family
+
+
+DENSE, CSR = "dense", "csr"
+
+
+def bsr(rows: int) -> str:
+    """The kind name of BSR with ``rows`` output channels per block (``bsr(8) == "bsr8"``)."""
+    return str(Kind("bsr", rows)) if rows > 1 else CSR
+
+
+def block_rows(kind: str) -> int:
+    """Output channels per stored block: ``"csr"`` -> 1, ``"bsr8"`` -> 8."""
+    return Kind.parse(kind).rows
+
+
+class Compute:
+    """The ``fscnn.kernel`` values: one per compute in ``ops/``."""
+
+    CONV2D_OC_BLOCKED = "conv2d_oc_blocked"  # ops/conv2d.py, dense direct conv, channels in registers
+    CONV2D_SPATIAL = "conv2d_spatial"  # ops/conv2d.py, grouped/depthwise, width in registers
+    DENSE = "dense"  # ops/dense.py, dense linear
+    SPARSE_CONV2D = "sparse_conv2d"  # ops/sparse_conv2d.py, CSR/BSR direct conv
+    SPARSE_DENSE = "sparse_dense"  # ops/sparse_dense.py, CSR linear
+    CUDA_CONV2D = "cuda_conv2d"  # ops/cuda_conv2d.py, the one CUDA conv (dense = full BSR)
+    CUDA_LINEAR = "cuda_linear"  # ops/cuda_linear.py
+
+
+def compute_of(func: tvm.tirx.PrimFunc) -> str | None:
+    """The ``fscnn.kernel`` of a PrimFunc (``None``: not one of ours)."""
+    value = func.attrs.get(KERNEL_ATTR) if func.attrs else None
+    return str(value) if value is not None else None

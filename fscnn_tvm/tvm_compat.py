@@ -1,0 +1,138 @@
+"""Every workaround for a behaviour of TVM 0.27.0.post1 (apache-tvm-ffi 0.1.14.post1), in one place.
+
+Each entry says the symptom it works around. On a TVM upgrade, re-check this file: drop what the
+new release fixed, and nothing else in the package needs a look for TVM quirks.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import types
+
+import tvm
+
+
+def fresh_copy(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """A deep copy of ``func``.
+
+    Symptom: ``s_tir.Schedule`` rewrote the statements of the PrimFunc it was given in place (seen
+    with the sparse conv's TVMScript function and with MetaSchedule's replayed traces): a second
+    schedule of one kernel then failed to build. Whatever may be scheduled more than once is
+    scheduled from a copy.
+    """
+    return tvm.ir.load_json(tvm.ir.save_json(func))
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Hide TVM's C++ log lines on file descriptor 2.
+
+    Symptom: ``export_library`` and ``load_module`` print one warning line per bound constant
+    (hundreds for a model), which Python's warning filters cannot reach.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def no_tensor_intrinsics():
+    """A placeholder for ``tvm.s_tir.tensor_intrin`` while a MetaSchedule ``TuneContext`` is made.
+
+    Symptom: ``ms.TuneContext`` imports ``tvm.s_tir.tensor_intrin``, which parses ~250 TVMScript
+    intrinsics: 30-80 s here (the parser walks ``inspect.stack()`` and every frame scans
+    ``sys.modules``). Our spaces tensorize nothing. The placeholder is removed after, so a real
+    import later still works.
+    """
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        yield
+        return
+    sys.modules[name] = types.ModuleType(name)
+    try:
+        yield
+    finally:
+        sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def plain_text_statistics():
+    """MetaSchedule's task statistics as text.
+
+    Symptom: inside a Jupyter kernel MetaSchedule prints its statistics as a pandas table, and
+    fails where pandas is not installed.
+    """
+    name = "s_tir.meta_schedule.using_ipython"
+    original = tvm.get_global_func(name)
+    tvm.register_global_func(name, lambda: False, override=True)
+    try:
+        yield
+    finally:
+        tvm.register_global_func(name, original, override=True)
+
+
+def in_process_builder():
+    """A MetaSchedule builder that builds each candidate in this process, one after another.
+
+    Symptom: ``ms.builder.LocalBuilder`` starts two fresh worker pools per ``build`` call (~3 s
+    each on 2 cores), more than most measurements take.
+    """
+    from tvm.ir.utils import derived_object  # noqa: PLC0415
+    from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+    from tvm.support.tar import tar  # noqa: PLC0415
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    lib = tvm.compile(item.mod, target=item.target)
+                    path = os.path.join(tempfile.mkdtemp(prefix="fscnn-tune-"), "kernel." + tar.output_format)
+                    lib.export_library(path, fcompile=tar)
+                    results.append(ms.builder.BuilderResult(path, None))
+                except Exception as err:  # noqa: BLE001 - a candidate that fails to build is skipped
+                    results.append(ms.builder.BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def records_of(db, func: tvm.tirx.PrimFunc) -> list:
+    """Every tuning record of ``func``'s workload in a MetaSchedule database.
+
+    Symptom: ``Database.get_top_k`` returned nothing for workloads that held records, so they are
+    filtered from ``get_all_tuning_records`` by hand.
+    """
+    mod = tvm.IRModule({"main": func})
+    if not db.has_workload(mod):
+        return []
+    workload = db.commit_workload(mod)
+    return [r for r in db.get_all_tuning_records() if r.workload.same_as(workload)]
+
+
+def torch_convert_map() -> dict:
+    """The torch ops TVM's ExportedProgram importer converts (a private table: no public listing
+    exists, and we list every unsupported op at once before importing)."""
+    from tvm.relax.frontend.torch.exported_program_translator import (  # noqa: PLC0415
+        ExportedProgramImporter,
+    )
+
+    return ExportedProgramImporter().convert_map
+
+
+def onnx_convert_map() -> set:
+    """The ONNX ops TVM's importer converts (private, as for torch). ``Constant`` and ``If`` are
+    handled by the importer itself, outside its table."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map  # noqa: PLC0415
+
+    return set(_get_convert_map()) | {"Constant", "If"}

@@ -1,0 +1,113 @@
+"""The x86 knob rules: register tiles, output-channel blocks, input-channel chunks, alignment.
+
+Each rule reads the target's vector width (``lanes``: 16 fp32 lanes with AVX-512, 8 with AVX2)
+and the layer's shape, and returns the knobs the computes in ``fscnn_tvm/ops/`` are built with.
+The kernel builder (``fscnn_tvm/kernels.py``) and the performance model (``perf_model.py``) both
+call them, so the model counts exactly what the kernel will do; the tuner (``fscnn_tvm/tuning/``)
+searches around them.
+"""
+from __future__ import annotations
+
+from fscnn_tvm.kinds import Compute
+from fscnn_tvm.ops.conv2d import Conv2dSpec, oc_vectorizable
+from fscnn_tvm.ops.sparse_conv2d import SparseConvLayout
+
+
+def registers_budget(lanes: int) -> int:
+    """Accumulator vectors a dense tile keeps live: ~14 of 32 zmm (AVX-512), ~10 of 16 ymm."""
+    return 14 if lanes >= 16 else 10
+
+
+def max_ow_tile(lanes: int, oc_block: int) -> int:
+    """Widest output-column tile whose accumulators fit the registers."""
+    return max(1, registers_budget(lanes) * lanes // oc_block)
+
+
+def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None) -> tuple[str, int, int]:
+    """(compute, ow_tile, oc_block) for a dense conv (``oc_block``: a tuned choice instead of the
+    rule's); the compute is ``conv2d_oc_blocked`` or, where channel blocks would straddle groups,
+    ``conv2d_spatial``.
+
+    A tile keeps ~14 accumulators live (of 32 registers with AVX-512, of 16 with AVX2 ~10): wide
+    rows get ``ow_tile`` ~14 x one vector of output channels; narrow rows (<12 columns) get the
+    whole row x two vectors, and so do large kernels (5x5 and up: each broadcast then feeds two
+    FMAs). Tiles are chosen to waste the fewest padded columns.
+    """
+    ow = spec.out_width
+    large_kernel = spec.kernel[0] * spec.kernel[1] >= 25  # 7x7 stem: 1.50 -> 1.04 ms with 2 vectors
+    if oc_block is None:
+        oc_block = lanes if (ow >= 12 and not large_kernel) or spec.out_channels <= lanes else 2 * lanes
+    if not oc_vectorizable(spec, oc_block):
+        oc_block = lanes
+    if not oc_vectorizable(spec, oc_block):
+        tiles = max(1, min(4, -(-ow // lanes)))
+        return Compute.CONV2D_SPATIAL, tiles * lanes, lanes
+    max_tile = max_ow_tile(lanes, oc_block)
+    if ow <= max_tile:
+        return Compute.CONV2D_OC_BLOCKED, ow, oc_block
+    best = min(range(max(2, max_tile // 2), max_tile + 1), key=lambda t: (-(-ow // t) * t - ow, -t))
+    return Compute.CONV2D_OC_BLOCKED, best, oc_block
+
+
+def linear_out_block(out_features: int, lanes: int) -> int:
+    """Outputs per block of the dense linear kernel: four vectors where the layer has them."""
+    return 4 * lanes if out_features >= 4 * lanes else lanes
+
+
+ALIGN_MIN_CHANNELS = 256  # aligned CSR layouts from this many input channels (RESULTS.md, aligned A/B)
+ALIGN_MIN_LANES = 16  # ... and only where a vector is a whole 64-byte cache line (AVX-512)
+
+
+def sparse_conv_align(spec: Conv2dSpec, block_rows: int, lanes: int) -> int:
+    """``lanes`` (aligned loads, taps split by column shift) or 1.
+
+    A misaligned 512-bit load always splits a cache line; aligned layouts measured 1.1-1.2x on
+    VGG16 conv3_2..conv5_2 and ResNet-50's 3x3@14 on a Zen 5 core (CSR, 90%). They pay only with
+    many input channels (long rows per shift): on conv1_2 and conv2_2 the extra partial rows cost
+    more than the split loads. With AVX2 (a 256-bit load splits a line half as often) they lost
+    everywhere on Zen 3 (0.79-0.95x), and BSR is bound by its FMAs, not its loads.
+    """
+    if (block_rows == 1 and lanes >= ALIGN_MIN_LANES and spec.kernel[1] > 1
+            and spec.in_channels >= ALIGN_MIN_CHANNELS):
+        return lanes
+    return 1
+
+
+def sparse_conv_tile(spec: Conv2dSpec, block_rows: int, lanes: int, align: int = 1) -> int:
+    """Register tile (outputs) of the sparse conv: ~14 vectors for CSR; for BSR, R rows of
+    ``budget / R`` vectors each.
+
+    CSR picks 7..14 vectors to waste the fewest outputs past the flat row count (an exact fit
+    lets 1x1 layers read their input in place). BSR keeps ~24 accumulators with 32 vector
+    registers (AVX-512) and ~12 with 16 (AVX2): 24 on AVX2 spilled, and BSR8 ran at 28-33 GF/s
+    on a Zen 3 core against 44-51 GF/s with one vector per row (RESULTS.md, session 5).
+    """
+    if block_rows > 1:
+        budget = 24 if lanes >= 16 else 12
+        return max(1, budget // block_rows) * lanes
+    flat = spec.out_height * SparseConvLayout(spec, lanes, align=align).ws
+    best = min(range(7, 15), key=lambda tv: (-(-flat // (tv * lanes)) * tv * lanes, -tv))
+    return best * lanes
+
+
+CHUNK_CHANNELS = 32  # input channels per chunk (benchmarks/RESULTS.md, chunking A/B)
+
+
+def sparse_conv_chunks(spec: Conv2dSpec, block_rows: int) -> int:
+    """Input-channel chunks of a sparse conv (1 = no split).
+
+    Measured on one core at 90% sparsity: splitting CSR 3x3 layers into chunks of 32 input
+    channels keeps a tile's input windows of one chunk near L1 while every output channel sweeps
+    them (1.07-1.33x). 1x1 layers have too few nonzeros per (row, chunk), and BSR is bound by its
+    FMAs, not by loads (reloading 24 accumulators per chunk cost it 1.2-1.5x): neither is split.
+    """
+    if spec.kernel == (1, 1) or block_rows > 1:
+        return 1
+    return max(1, -(-spec.in_channels // CHUNK_CHANNELS))
+
+
+def sparse_conv_layout(spec: Conv2dSpec, block_rows: int, lanes: int) -> SparseConvLayout:
+    """The layout (tile, chunks, alignment) of the sparse conv for ``spec`` on ``lanes`` lanes."""
+    align = sparse_conv_align(spec, block_rows, lanes)
+    tile = sparse_conv_tile(spec, block_rows, lanes, align)
+    return SparseConvLayout(spec, tile, block_rows, sparse_conv_chunks(spec, block_rows), align)
