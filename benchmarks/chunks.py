@@ -1,5 +1,5 @@
 """A/B of the CSR input-channel chunking: each layer built with 1, 2, 4, 8, 16 chunks and the
-auto rule (``kernels.sparse_conv_chunks``), timed interleaved in one run at 90% sparsity.
+auto rule (``x86_rules.sparse_conv_chunks``), timed interleaved in one run at 90% sparsity.
 
     TVM_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/chunks.py
 """
@@ -10,38 +10,37 @@ import sys
 import numpy as np
 import tvm
 
-from fscnn_tvm import kernels, prune, targets
-from fscnn_tvm.measure import conv_layer
+from fscnn_tvm import sparse, targets
+from fscnn_tvm.layer import conv_layer
+from fscnn_tvm.measure import compiled_kernel
 from fscnn_tvm.ops.conv2d import Conv2dSpec
+from fscnn_tvm.schedules.x86 import rules as x86_rules
+from fscnn_tvm.testing import interleaved, markdown_table
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from layers import LAYERS, _compiled  # noqa: E402
+from layers import LAYERS  # benchmarks/ is on the path of a script run from it
 
 
 def _build(spec, weight, target, chunks):
     """The CSR kernel with the chunk rule (``"auto"``) or ``chunks`` input-channel chunks."""
     knobs = None if chunks == "auto" else {"chunks": min(chunks, spec.in_channels)}
-    lib, args, _ = _compiled(conv_layer(spec, weight), "csr", target, knobs)
+    lib, args, _ = compiled_kernel(conv_layer(spec, weight), "csr", target, knobs)
     return lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=1), args
 
 
 def main() -> int:
     target = targets.parse("llvm")
     variants = ["auto", 1, 2, 4, 8, 16]
-    print("| layer | auto chunks | " + " | ".join(f"{v} ms" for v in variants) + " |")
-    print("|---|---|" + "---|" * len(variants))
+    rows = []
     for name, (cin, cout, k, hw) in LAYERS.items():
         spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), padding=(k // 2,) * 4)
         w = np.random.default_rng(1).standard_normal((cout, cin, k, k)).astype("float32")
-        w *= prune.magnitude_mask(w, 0.9)
+        w *= sparse.magnitude_mask(w, 0.9)
         built = {v: _build(spec, w, target, v) for v in variants}
-        times = {v: [] for v in variants}
-        for _ in range(7):
-            for v, (ev, args) in built.items():
-                times[v].append(ev(*args).mean * 1e3)
-        auto = kernels.sparse_conv_chunks(spec, 1)
-        print(f"| {name} | {auto} | " + " | ".join(f"{np.median(times[v]):.3f}" for v in variants) + " |",
-              flush=True)
+        med = interleaved({v: lambda ev=ev, args=args: ev(*args).mean for v, (ev, args) in built.items()}, 7,
+                          self_timed=True)
+        print(f"... {name}", file=sys.stderr, flush=True)
+        rows.append([name, x86_rules.sparse_conv_chunks(spec, 1)] + [f"{med[v] * 1e3:.3f}" for v in variants])
+    print(markdown_table(["layer", "auto chunks"] + [f"{v} ms" for v in variants], rows))
     return 0
 
 

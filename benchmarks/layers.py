@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import tvm
 
-from fscnn_tvm import kernels, prune, targets
-from fscnn_tvm.measure import conv_layer
+from fscnn_tvm import sparse, targets
+from fscnn_tvm.layer import conv_layer
+from fscnn_tvm.measure import compiled_kernel
 from fscnn_tvm.ops.conv2d import Conv2dSpec
-from fscnn_tvm.schedules import schedule_func
+from fscnn_tvm.testing import TOLERANCE, interleaved, markdown_table
 
 LAYERS = {  # name: (in_channels, out_channels, kernel, spatial)
     "vgg.conv2_2": (128, 128, 3, 112),
@@ -33,33 +34,21 @@ LAYERS = {  # name: (in_channels, out_channels, kernel, spatial)
 }
 
 
-def _compiled(layer, kind, target, knobs=None):
-    """The layer's kernel (``knobs``: see ``kernels.build_kernel``) compiled, its arguments, and
-    the input; run once (outputs in ``args[-1]``)."""
-    kernel = kernels.build_kernel(layer, kind, target, knobs)
-    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
-    dev = tvm.cpu()
-    x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
-    args = [tvm.runtime.tensor(a, dev) for a in [x] + kernel.constants + [np.zeros(layer.out_shape, "float32")]]
-    lib(*args)
-    return lib, args, x
-
-
 def measure(name, cin, cout, k, hw, sparsity, target, rounds, threads):
     spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), padding=(k // 2,) * 4)
     rng = np.random.default_rng(1)
     dense_w = rng.standard_normal((cout, cin, k, k)).astype("float32") * 0.05
     weights = {"dense": dense_w,
-               "csr": dense_w * prune.magnitude_mask(dense_w, sparsity),
-               "bsr8": dense_w * prune.magnitude_mask(dense_w, sparsity, block=(8, 1))}
+               "csr": dense_w * sparse.magnitude_mask(dense_w, sparsity),
+               "bsr8": dense_w * sparse.magnitude_mask(dense_w, sparsity, block=(8, 1))}
     runs = {}
     for kind, w in weights.items():
         if kind != "dense" and sparsity == 0:
             continue
-        lib, args, x = _compiled(conv_layer(spec, w), kind, target)
+        lib, args, x = compiled_kernel(conv_layer(spec, w), kind, target)
         ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=k // 2))
         err = float(np.abs(args[-1].numpy() - ref.numpy()).max() / max(float(ref.abs().max()), 1e-30))
-        if err > 1e-4:
+        if err > TOLERANCE:
             raise RuntimeError(f"{name} {kind}: relative error {err:.1e}")
         evaluator = lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=1)
         runs[kind] = (lambda ev=evaluator, a=args: ev(*a).mean, np.count_nonzero(w))
@@ -73,12 +62,8 @@ def measure(name, cin, cout, k, hw, sparsity, target, rounds, threads):
             torch.relu(torch.nn.functional.conv2d(xt, wt, padding=k // 2))
         return (time.perf_counter() - start) / 3
 
-    times = {kind: [] for kind in runs} | {"torch": []}
-    for _ in range(rounds):
-        times["torch"].append(torch_run())
-        for kind, (fn, _) in runs.items():
-            times[kind].append(fn())
-    med = {kind: float(np.median(v)) * 1e3 for kind, v in times.items()}
+    runners = {"torch": torch_run, **{kind: fn for kind, (fn, _) in runs.items()}}
+    med = {kind: t * 1e3 for kind, t in interleaved(runners, rounds, self_timed=True).items()}
     flops = {kind: 2 * nnz * hw * hw for kind, (_, nnz) in runs.items()}
     return med, flops
 
@@ -92,20 +77,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     target = targets.parse("llvm")
     print(f"target {target}, {args.threads} thread(s), median of {args.rounds} interleaved rounds\n")
-    print("| layer | sparsity | torch ms | dense ms | CSR ms | CSR GF/s | CSR x torch | BSR8 ms | BSR8 GF/s | BSR8 x torch |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for name in args.layers.split(","):
         cin, cout, k, hw = LAYERS[name]
         for sp in (float(s) for s in args.sparsity.split(",")):
+            print(f"... {name} at {sp:.2f}", file=sys.stderr, flush=True)
             med, flops = measure(name, cin, cout, k, hw, sp, target, args.rounds, args.threads)
-            row = f"| {name} | {sp:.2f} | {med['torch']:.3f} | {med['dense']:.3f} |"
+            row = [name, f"{sp:.2f}", f"{med['torch']:.3f}", f"{med['dense']:.3f}"]
             for kind in ("csr", "bsr8"):
-                if kind in med:
-                    row += (f" {med[kind]:.3f} | {flops[kind] / med[kind] / 1e6:.0f} | "
-                            f"{med['torch'] / med[kind]:.2f}x |")
-                else:
-                    row += " - | - | - |"
-            print(row, flush=True)
+                row += ([f"{med[kind]:.3f}", f"{flops[kind] / med[kind] / 1e6:.0f}", f"{med['torch'] / med[kind]:.2f}x"]
+                        if kind in med else ["-", "-", "-"])
+            rows.append(row)
+    print(markdown_table(["layer", "sparsity", "torch ms", "dense ms", "CSR ms", "CSR GF/s", "CSR x torch",
+                          "BSR8 ms", "BSR8 GF/s", "BSR8 x torch"], rows))
     return 0
 
 

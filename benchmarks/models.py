@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
+from fscnn_tvm.testing import markdown_table
 
 
 def _ort_session(model, shape, threads: int):
@@ -34,18 +34,12 @@ def _ort_session(model, shape, threads: int):
     return lambda x: sess.run(None, {"x": x})[0]
 
 
-def _time_once(fn, x) -> float:
-    start = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - start
-
-
 def bench_model(spec: str, shape, rounds: int, threads: int) -> dict:
     import torch  # noqa: PLC0415
 
     import fscnn_tvm  # noqa: PLC0415
     from fscnn_tvm import models  # noqa: PLC0415
-    from fscnn_tvm.testing import random_input, relative_error  # noqa: PLC0415
+    from fscnn_tvm.testing import interleaved, random_input, relative_error  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     model = models.from_spec(spec)
@@ -58,15 +52,9 @@ def bench_model(spec: str, shape, rounds: int, threads: int) -> dict:
         ref = model(xt).numpy()
     err = relative_error(compiled(x), ref)
     ort_run = _ort_session(model, shape, threads)
-    runners = {"fscnn": compiled, "torch": lambda _: model(xt), "ort": ort_run}
-    times: dict[str, list[float]] = {k: [] for k in runners}
+    runners = {"fscnn": lambda: compiled(x), "torch": lambda: model(xt), "ort": lambda: ort_run(x)}
     with torch.no_grad():
-        for fn in runners.values():  # warm-up
-            fn(x)
-        for _ in range(rounds):
-            for name, fn in runners.items():
-                times[name].append(_time_once(fn, x))
-    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+        med = {k: t * 1e3 for k, t in interleaved(runners, rounds).items()}
     return {"model": spec, "compile_s": compile_s, "err": err, **med}
 
 
@@ -88,12 +76,10 @@ def main(argv=None) -> int:
             print(f"... {spec}", file=sys.stderr, flush=True)
             rows.append(bench_model(spec, shape, args.rounds, args.threads))
     print(f"\ninput {shape}, {args.threads} thread(s), median of {args.rounds} interleaved rounds\n")
-    print("| model | fscnn-tvm ms | PyTorch ms | ORT ms | vs PyTorch | vs ORT | max rel err | compile s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['fscnn']:.2f} | {r['torch']:.2f} | {r['ort']:.2f} | "
-              f"{r['torch'] / r['fscnn']:.2f}x | {r['ort'] / r['fscnn']:.2f}x | {r['err']:.1e} | "
-              f"{r['compile_s']:.0f} |")
+    print(markdown_table(
+        ["model", "fscnn-tvm ms", "PyTorch ms", "ORT ms", "vs PyTorch", "vs ORT", "max rel err", "compile s"],
+        [[r["model"], f"{r['fscnn']:.2f}", f"{r['torch']:.2f}", f"{r['ort']:.2f}", f"{r['torch'] / r['fscnn']:.2f}x",
+          f"{r['ort'] / r['fscnn']:.2f}x", f"{r['err']:.1e}", f"{r['compile_s']:.0f}"] for r in rows]))
     return 0
 
 

@@ -22,9 +22,11 @@ import time
 
 import numpy as np
 
-from fscnn_tvm import perf_model, prune, targets
-from fscnn_tvm.measure import KernelTimer, conv_layer, linear_layer
+from fscnn_tvm import perf_model, plan, profiles, sparse, targets
+from fscnn_tvm.layer import conv_layer, linear_layer
+from fscnn_tvm.measure import KernelTimer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
+from fscnn_tvm.testing import markdown_table
 
 SPARSITIES = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -105,9 +107,9 @@ def collect(args) -> int:
         dense_s = timer.seconds(make_layer(name, w), "dense")
         rows = [dict(sparsity=0.0, mask="dense", kind="dense", seconds=dense_s)]
         for sp in SPARSITIES:
-            masks = {"unstructured": prune.magnitude_mask(w, sp)}
+            masks = {"unstructured": sparse.magnitude_mask(w, sp)}
             if conv:
-                masks["block8"] = prune.magnitude_mask(w, sp, block=(8, 1))
+                masks["block8"] = sparse.magnitude_mask(w, sp, block=(8, 1))
             for mask_name, mask in masks.items():
                 layer = make_layer(name, w * mask)
                 kinds = ["csr"] + (["bsr8"] if mask_name == "block8" else [])
@@ -117,7 +119,7 @@ def collect(args) -> int:
             samples.append(dict(layer=name, shape=GRID[name], **row))
         print(f"[{i + 1}/{len(names)}] {name}: dense {dense_s * 1e3:.3f} ms, {len(rows)} samples "
               f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    meta = dict(target=targets.tag(target), host=perf_model.host_cpu(), date=time.strftime("%Y-%m-%d"),
+    meta = dict(target=targets.tag(target), host=targets.host_cpu(), date=time.strftime("%Y-%m-%d"),
                 min_repeat_ms=args.min_repeat_ms)
     with open(args.output, "w") as f:
         json.dump(dict(meta=meta, samples=samples), f, indent=0)
@@ -133,9 +135,9 @@ def _layer_for(sample, cache={}):  # noqa: B006 - per-process cache of synthetic
         i = list(GRID).index(name)
         w = np.random.default_rng(i).standard_normal(weight_shape(name)).astype("float32")
         if mask == "unstructured":
-            w = w * prune.magnitude_mask(w, sp)
+            w = w * sparse.magnitude_mask(w, sp)
         elif mask == "block8":
-            w = w * prune.magnitude_mask(w, sp, block=(8, 1))
+            w = w * sparse.magnitude_mask(w, sp, block=(8, 1))
         cache.clear() if len(cache) > 4 else None
         cache[key] = make_layer(name, w)
     return cache[key]
@@ -145,8 +147,8 @@ def score(args) -> int:
     with open(args.samples) as f:
         data = json.load(f)
     target = targets.parse(args.target)
-    profile = (perf_model.builtin_profile(target) if args.profile == "builtin"
-               else perf_model.load_profile(target, args.profile))
+    profile = (profiles.builtin_profile(target) if args.profile == "builtin"
+               else profiles.load_profile(target, args.profile))
     samples = [s for s in data["samples"] if s["layer"] in GRID]
     dense = {s["layer"]: s["seconds"] for s in samples if s["kind"] == "dense"}
     errors = {"dense": [], "csr": [], "bsr8": []}
@@ -164,7 +166,7 @@ def score(args) -> int:
         errors["dense"].append((abs(perf_model.predict(layer, "dense", profile) - t) / t, name, 0.0, "dense"))
     right, misses = 0, []
     for (name, sp, mask), case in by_case.items():
-        choice = perf_model.choose(case["layer"], profile)
+        choice = plan.choose(case["layer"], profile)
         # the decision is among the kinds the compiler would consider for this weight (BSR8 only
         # where the weight is block-pruned: not on a full-density "block" mask)
         measured = {k: t for k, t in dict(case["measured"], dense=dense[name]).items() if k in choice.times}
@@ -198,17 +200,19 @@ def plans(args) -> int:
     """End to end: the auto plan's measured time against the oracle plan, summed over layers."""
     from fscnn_tvm.explain import explain
 
-    print("| model | auto plan ms | oracle plan ms | auto / oracle | all dense ms | choices right | sparse layers |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for spec in args.models.split(","):
         report = explain(spec, target=args.target, profile=args.profile, measure=True)
         t = report.totals()
         right = sum(bool(r.right) for r in report.rows)
         sparse_layers = sum(r.plan.kernel != "dense" for r in report.rows)
-        print(f"| {spec} | {t['measured']:.2f} | {t['oracle']:.2f} | {t['measured'] / t['oracle']:.3f} | "
-              f"{t['all_dense']:.2f} | {right}/{len(report.rows)} | {sparse_layers} |", flush=True)
+        rows.append([spec, f"{t['measured']:.2f}", f"{t['oracle']:.2f}", f"{t['measured'] / t['oracle']:.3f}",
+                     f"{t['all_dense']:.2f}", f"{right}/{len(report.rows)}", sparse_layers])
+        print(f"... {spec}", file=sys.stderr, flush=True)
         if args.verbose:
             print(report.format(), file=sys.stderr)
+    print(markdown_table(["model", "auto plan ms", "oracle plan ms", "auto / oracle", "all dense ms", "choices right",
+                          "sparse layers"], rows))
     return 0
 
 

@@ -17,10 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from models import _time_once  # noqa: E402 - the same timer as benchmarks/models.py
+from fscnn_tvm.testing import markdown_table
 
 
 def bench(spec: str, shape, rounds: int, retune: bool) -> dict:
@@ -28,19 +25,20 @@ def bench(spec: str, shape, rounds: int, retune: bool) -> dict:
 
     import fscnn_tvm  # noqa: PLC0415
     from fscnn_tvm import models, targets, tuning  # noqa: PLC0415
-    from fscnn_tvm.testing import random_input, relative_error  # noqa: PLC0415
+    from fscnn_tvm.testing import interleaved, random_input, relative_error  # noqa: PLC0415
+    from fscnn_tvm.tuning.records import META_NAME  # noqa: PLC0415
 
     target = targets.parse("llvm")
     folder = tuning.default_log_dir(spec, target)
     if retune:
         folder = Path(tempfile.mkdtemp()) / spec
-    if retune or not (folder / tuning.META_NAME).exists():
+    if retune or not (folder / META_NAME).exists():
         start = time.perf_counter()
         fscnn_tvm.tune(spec, shape, log_dir=folder, progress=True)
         tune_s = time.perf_counter() - start
     else:
-        tune_s = json.loads((folder / tuning.META_NAME).read_text())["seconds"]
-    meta = json.loads((folder / tuning.META_NAME).read_text())
+        tune_s = json.loads((folder / META_NAME).read_text())["seconds"]
+    meta = json.loads((folder / META_NAME).read_text())
     model = models.from_spec(spec)
     untuned = fscnn_tvm.compile(model, input_shape=shape)
     tuned = fscnn_tvm.compile(model, input_shape=shape, tuning_log=folder)
@@ -49,15 +47,9 @@ def bench(spec: str, shape, rounds: int, retune: bool) -> dict:
     with torch.no_grad():
         ref = model(xt).numpy()
     errs = [relative_error(m(x), ref) for m in (untuned, tuned)]
-    runners = {"untuned": untuned, "tuned": tuned, "torch": lambda _: model(xt)}
-    times: dict[str, list[float]] = {k: [] for k in runners}
+    runners = {"untuned": lambda: untuned(x), "tuned": lambda: tuned(x), "torch": lambda: model(xt)}
     with torch.no_grad():
-        for fn in runners.values():
-            fn(x)
-        for _ in range(rounds):
-            for name, fn in runners.items():
-                times[name].append(_time_once(fn, x))
-    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+        med = {k: t * 1e3 for k, t in interleaved(runners, rounds).items()}
     used = sum(1 for e in meta["tasks"].values() if e["use_record"])
     return {"model": spec, "tasks": len(meta["tasks"]), "used": used, "tune_s": tune_s, "err": max(errs), **med}
 
@@ -76,13 +68,12 @@ def main(argv=None) -> int:
     shape = tuple(int(d) for d in args.input_shape.split(","))
     rows = [bench(m, shape, args.rounds, args.retune) for m in args.models.split(",")]
     print(f"\n1 thread, median of {args.rounds} interleaved rounds, input {shape}\n")
-    print("| model | tasks (record used) | tuning wall s | untuned ms | tuned ms | tuned speedup | torch ms "
-          "| tuned vs torch | max rel err |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['tasks']} ({r['used']}) | {r['tune_s']:.0f} | {r['untuned']:.2f} | "
-              f"{r['tuned']:.2f} | {r['untuned'] / r['tuned']:.2f}x | {r['torch']:.2f} | "
-              f"{r['torch'] / r['tuned']:.2f}x | {r['err']:.1e} |")
+    print(markdown_table(
+        ["model", "tasks (record used)", "tuning wall s", "untuned ms", "tuned ms", "tuned speedup", "torch ms",
+         "tuned vs torch", "max rel err"],
+        [[r["model"], f"{r['tasks']} ({r['used']})", f"{r['tune_s']:.0f}", f"{r['untuned']:.2f}", f"{r['tuned']:.2f}",
+          f"{r['untuned'] / r['tuned']:.2f}x", f"{r['torch']:.2f}", f"{r['torch'] / r['tuned']:.2f}x",
+          f"{r['err']:.1e}"] for r in rows]))
     return 0
 
 
