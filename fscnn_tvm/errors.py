@@ -15,6 +15,10 @@ class UnsupportedOperatorError(NotImplementedError):
         super().__init__(f"{source}: {len(self.ops)} unsupported operator(s): {', '.join(self.ops)}")
 
 
+class ImporterError(NotImplementedError):
+    """TVM's importer failed on one node of the model; names the op, the node and the layer."""
+
+
 class InputError(ValueError):
     """An input array does not match what the compiled model expects."""
 

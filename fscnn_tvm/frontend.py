@@ -78,8 +78,6 @@ def input_shape_of(ep) -> tuple[int, ...]:
 
 
 def from_exported_program(ep, source: str = "ExportedProgram") -> ImportedModel:
-    from tvm.relax.frontend.torch import from_exported_program as tvm_import  # noqa: PLC0415
-
     ep = ep.run_decompositions()
     convert_map = tvm_compat.torch_convert_map()
     missing = sorted({getattr(n.target, "__name__", str(n.target)) for n in ep.graph.nodes
@@ -88,7 +86,7 @@ def from_exported_program(ep, source: str = "ExportedProgram") -> ImportedModel:
     if missing:
         raise UnsupportedOperatorError(source, missing)
     input_shape = input_shape_of(ep)
-    mod = tvm_import(ep, run_ep_decomposition=False)
+    mod = tvm_compat.torch_to_relax(ep, source)
     return ImportedModel(_fold(mod), input_shape, _torch_layer_names(ep), source)
 
 
@@ -109,8 +107,11 @@ def from_torch(model, input_shape: tuple[int, ...], source: str = "torch module"
 
 # ----------------------------------------------------------------------------- ONNX
 def from_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> ImportedModel:
+    """An ONNX file: its input fixed to ``input_shape`` (dynamic dimensions take any value), its
+    shape subgraphs folded (``onnx_fold``), then TVM's importer (a failure names the node)."""
     import onnx  # noqa: PLC0415 - optional dependency, only for .onnx files
-    from tvm.relax.frontend.onnx import from_onnx as tvm_import  # noqa: PLC0415
+
+    from . import onnx_fold  # noqa: PLC0415
 
     try:
         model = onnx.load(path)
@@ -118,25 +119,20 @@ def from_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Imported
     except Exception as err:  # protobuf decode errors, checker errors
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    try:
+        name, dims = onnx_fold.input_dims(model)
+        if input_shape is None and any(d is None for d in dims):
+            raise ValueError(f"input {name} has dynamic dimensions {onnx_fold.shape_text(dims)}; pass "
+                             "input_shape (--input-shape) to fix them")
+        shape = tuple(int(d) for d in (input_shape if input_shape is not None else dims))
+        model, _ = onnx_fold.make_static(model, shape)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     known = tvm_compat.onnx_convert_map()
     missing = sorted({n.op_type for n in model.graph.node if n.op_type not in known})
     if missing:
         raise UnsupportedOperatorError(path, missing)
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ValueError(f"{path}: expected one input tensor, got {len(inputs)}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    if input_shape is not None:
-        if len(input_shape) != len(shape) or any(s is not None and s != g for s, g in zip(shape, input_shape)):
-            raise ValueError(f"{path}: input_shape {tuple(input_shape)} does not match the model's "
-                             f"input {inputs[0].name} of shape {shape}")
-        shape = tuple(int(d) for d in input_shape)
-    if any(d is None for d in shape):
-        raise ValueError(f"{path}: input {inputs[0].name} has dynamic dimensions {shape}; pass "
-                         "input_shape (--input-shape) to fix them")
-    mod = tvm_import(model, shape_dict={inputs[0].name: list(shape)})
+    mod = tvm_compat.onnx_to_relax(model, {name: list(shape)}, path)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)
              if n.op_type in _ONNX_LAYER_OPS]
     return ImportedModel(_fold(mod), shape, names, path)

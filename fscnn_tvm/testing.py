@@ -127,3 +127,39 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- real ONNX models
+
+def prune_onnx(model, sparsity: float, skip_first_conv: bool = True):
+    """A copy of an ONNX model (made static first, so weights held in ``Constant`` nodes are
+    initializers) with every Conv/Gemm/MatMul weight magnitude-pruned to ``sparsity``."""
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    from .sparse import magnitude_mask  # noqa: PLC0415
+
+    weights = []
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1:
+            weights.append(node.input[1])
+    if skip_first_conv and weights:
+        weights = weights[1:]
+    wanted = set(weights)
+    for init in model.graph.initializer:
+        if init.name in wanted:
+            w = numpy_helper.to_array(init)
+            if w.ndim in (2, 4) and w.dtype == np.float32:
+                init.CopyFrom(numpy_helper.from_array(w * magnitude_mask(w, sparsity), init.name))
+    return model
+
+
+def text_image(shape, seed: int = 0) -> np.ndarray:
+    """A synthetic page (white, with dark strokes) normalised as PP-OCR expects ((x - 0.5) / 0.5):
+    real detectors give outputs near 1 on it, where random noise gives ~1e-7 everywhere."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w = shape
+    img = np.ones((c, h, w), "float32")
+    for _ in range(12):
+        y0, x0 = rng.integers(0, max(1, h - 8)), rng.integers(0, max(1, w - 40))
+        img[:, y0:y0 + rng.integers(3, 8), x0:x0 + rng.integers(10, 40)] = 0.0
+    return np.repeat(((img - 0.5) / 0.5)[None], n, axis=0).astype("float32")

@@ -6,6 +6,7 @@ new release fixed, and nothing else in the package needs a look for TVM quirks.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -136,3 +137,75 @@ def onnx_convert_map() -> set:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map  # noqa: PLC0415
 
     return set(_get_convert_map()) | {"Constant", "If"}
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def torch_to_relax(ep, source: str):
+    """TVM's ExportedProgram importer, naming the node it failed on.
+
+    Symptom: a converter that fails (e.g. ``floor_divide`` on a float tensor: a ``TypeError``
+    from inside a converter) surfaces as a bare traceback from deep in TVM. Each converter is
+    wrapped to remember its node, and a failure becomes an :class:`ImporterError` naming the op,
+    the node and the torch module it came from.
+    """
+    from tvm.relax.frontend.torch.exported_program_translator import (  # noqa: PLC0415
+        ExportedProgramImporter,
+    )
+
+    from .errors import ImporterError  # noqa: PLC0415
+
+    importer = ExportedProgramImporter()
+    current = {}
+
+    def remembering(convert):
+        def run(node, *rest):
+            current["node"] = node
+            return convert(node, *rest)
+        return run
+
+    importer.convert_map = {k: remembering(v) for k, v in importer.convert_map.items()}
+    try:
+        return importer.from_exported_program(ep, False, False, False, None)
+    except Exception as err:  # noqa: BLE001 - any converter failure becomes one error naming the node
+        node = current.get("node")
+        if node is None:
+            raise ImporterError(f"{source}: TVM's torch importer failed: {_first_line(err)}") from None
+        stack = node.meta.get("nn_module_stack") or {}
+        layer = next(reversed(stack.values()))[0] if stack else "?"
+        op = getattr(node.target, "__name__", str(node.target))
+        raise ImporterError(f"{source}: cannot import op {op} at node {node.name} (layer {layer or 'top level'}): "
+                            f"{type(err).__name__}: {_first_line(err)}") from None
+
+
+def onnx_to_relax(model, shape_dict: dict, source: str):
+    """TVM's ONNX importer, naming the node it failed on.
+
+    Symptom: a converter failure prints the node's inputs to stdout and re-raises whatever the
+    converter raised (``AssertionError`` from ``emit_te``, ``TypeError`` from ``Reshape``), with no
+    node name. The print is captured and the failure becomes an :class:`ImporterError` naming the
+    op and the node.
+    """
+    from tvm.relax.frontend.onnx import onnx_frontend  # noqa: PLC0415
+
+    from .errors import ImporterError  # noqa: PLC0415
+
+    class NamingImporter(onnx_frontend.ONNXGraphImporter):
+        current = None
+
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            self.current = (op_name, attrs.get("tvm_custom", {}).get("name"))
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    importer = NamingImporter(shape_dict, "float32", keep_params_in_input=False, sanitize=True)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return importer.from_onnx(model.graph, opset)
+    except Exception as err:  # noqa: BLE001 - any converter failure becomes one error naming the node
+        op, node = importer.current or ("?", "?")
+        raise ImporterError(f"{source}: cannot import op {op} at node {node}: "
+                            f"{type(err).__name__}: {_first_line(err)}") from None
