@@ -18,18 +18,22 @@ __version__ = "0.1.0"
 __all__ = ["compile", "plan_model", "tune", "load", "models", "prune", "guided", "plan", "__version__"]
 
 
-def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, profile=None):  # noqa: A001
+def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, profile=None,  # noqa: A001
+            verify=False):
     """Compile a model to a :class:`~fscnn_tvm.build.CompiledModel`.
 
     ``model``: an ``nn.Module`` (with ``input_shape``), an ``ExportedProgram``, a ``.pt2`` or
     ``.onnx`` path, or a zoo spec like ``"resnet50@0.9"``. ``target``: ``"llvm"`` (this host),
     ``"cuda"``, or a TVM target dict/JSON. ``sparse``: ``"auto"`` (the performance model picks
     per layer) | ``"always"`` | ``"never"``. ``profile``: the performance profile's path or a
-    ``perf_model.Profile`` (default: the target's in ``tuning_logs/``, else a built-in one).
+    ``profiles.Profile`` (default: the target's in ``tuning_logs/``, else a built-in one).
+    ``verify=True``: run the source model (torch, or ONNX Runtime for ``.onnx``) and the compiled
+    one on the same random input, report the largest error per output (``.verification``) and
+    raise ``VerificationError`` above 1e-4 of max |output|.
     """
     from .build import compile_model
 
-    return compile_model(model, input_shape, target, sparse, tuning_log, profile)
+    return compile_model(model, input_shape, target, sparse, tuning_log, profile, verify)
 
 
 def plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None):

@@ -18,8 +18,9 @@ from tqdm import tqdm
 from tvm import relax
 
 from . import __version__, fileio, kernels, passes, targets
+from .nan_safe import nan_safe
 from .pipeline import plan_model
-from .runtime import META_FUNCTION, Runner
+from .runtime import META_FUNCTION, Runner, integrity_trailer
 from .tvm_compat import native_stderr_silenced
 
 log = logging.getLogger("fscnn_tvm")
@@ -55,6 +56,7 @@ class CompiledModel(Runner):
     def __init__(self, executable, target: tvm.target.Target, source: str, meta: dict):
         super().__init__(executable, "cuda" if target.kind.name == "cuda" else "cpu", source, meta)
         self.target = target
+        self.verification = None  # a verify.Verification when compiled with verify=True
 
     def device_source(self) -> str:
         """The generated device code (CUDA C for a CUDA target; empty for a CPU target)."""
@@ -69,11 +71,17 @@ class CompiledModel(Runner):
     def export_library(self, path: str) -> str:
         """Write the shared library atomically (temp file + rename); returns ``path``."""
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: is a directory; give the path of the .so to write")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise ValueError(f"{path}: output folder {folder} does not exist")
-        with fileio.replacing(path, mode=0o755) as tmp, native_stderr_silenced():
-            self._executable.export_library(tmp)
+        with fileio.replacing(path, mode=0o755) as tmp:
+            with native_stderr_silenced():
+                self._executable.export_library(tmp)
+            trailer = integrity_trailer(tmp)  # checked by runtime.load before the file is mapped
+            with open(tmp, "ab") as f:
+                f.write(trailer)
         return path
 
 
@@ -89,11 +97,14 @@ def _kernel(layer, kind: str, target, tuned) -> kernels.Kernel | None:
 
 
 def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
-                  tuning_log: str | None = None, profile=None) -> CompiledModel:
+                  tuning_log: str | None = None, profile=None, verify: bool = False) -> CompiledModel:
     """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``.
 
     ``profile`` (a path or a ``profiles.Profile``) drives ``sparse="auto"``; by default the
     target's calibrated profile in ``tuning_logs/``, else the built-in conservative one.
+    ``verify``: run the source model and the compiled one on the same random input
+    (:mod:`fscnn_tvm.verify`) and raise :class:`~fscnn_tvm.errors.VerificationError` above the
+    tolerance; the report is ``compiled.verification``.
     """
     start = time.perf_counter()
     tgt = targets.parse(target)
@@ -110,6 +121,7 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     if tuned is not None:
         log.info("applied %d tuned records from %s", tuned.applied, tuning_log)
     mod = passes.apply_plan(imported.mod, layers, built)
+    mod = nan_safe(mod)  # the ops TVM lowers itself propagate NaN as in PyTorch
     mod = _legalize(mod, tgt)
     from .schedules import schedule_module  # noqa: PLC0415 - heavy, only needed here
 
@@ -123,4 +135,9 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
     with tvm.transform.PassContext(opt_level=3):
         executable = tvm.compile(mod, tgt)
     log.info("compiled %s in %.1f s", imported.source, time.perf_counter() - start)
-    return CompiledModel(executable, tgt, imported.source, meta)
+    compiled = CompiledModel(executable, tgt, imported.source, meta)
+    if verify:
+        from .verify import verify as check  # noqa: PLC0415 - runs torch or ONNX Runtime
+
+        compiled.verification = check(compiled, model)
+    return compiled

@@ -25,6 +25,26 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _output_file(path: str, what: str) -> str:
+    """``path`` as an output file: its folder must exist and it must not be a folder itself."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory; -o takes the path of the {what} to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{path}: output folder {folder} does not exist")
+    return path
+
+
 def _add_compile_options(p: argparse.ArgumentParser, tuning_log: bool = True) -> None:
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                    help="input shape (default: 1,3,224,224 for zoo models; from the file otherwise)")
@@ -55,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="MODEL is a zoo spec (resnet50, resnet50@0.9), a .pt2 or an .onnx file.")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-o", "--output", required=True, help="path of the .so to write")
+    p.add_argument("--verify", action="store_true",
+                   help="run the source model (torch, or ONNX Runtime for .onnx) and the compiled one on the "
+                        "same random input; fail if they differ by more than 1e-4 of max |output|")
     _add_compile_options(p)
 
     p = sub.add_parser("tune", help="tune a model's kernels and write tuning records",
@@ -77,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("library", metavar="LIBRARY.so")
     p.add_argument("--input", help=".npy input (default: seeded random data of the model's shape)")
     p.add_argument("--output", help="write the output to this .npy file")
-    p.add_argument("--repeat", type=int, default=0, metavar="N",
+    p.add_argument("--repeat", type=_count, default=0, metavar="N",
                    help="time N runs and print the median and min latency")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
@@ -118,15 +141,19 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help=f"compile {DEMO_MODEL}, run it, check it against PyTorch")
     p.add_argument("--model", default=DEMO_MODEL, help=f"zoo spec (default {DEMO_MODEL})")
     p.add_argument("--input-shape", type=_shape, default=DEMO_SHAPE, metavar="N,C,H,W")
-    p.add_argument("--repeat", type=int, default=10, metavar="N")
+    p.add_argument("--repeat", type=_count, default=10, metavar="N")
     return parser
 
 
 def _cmd_compile(args) -> int:
     import fscnn_tvm  # noqa: PLC0415
 
+    _output_file(args.output, ".so")
     compiled = fscnn_tvm.compile(args.model, input_shape=args.input_shape, target=args.target,
-                                 sparse=args.sparse, profile=args.profile, tuning_log=args.tuning_log)
+                                 sparse=args.sparse, profile=args.profile, tuning_log=args.tuning_log,
+                                 verify=args.verify)
+    if args.verify:
+        print(compiled.verification.format(), file=sys.stderr)
     compiled.export_library(args.output)
     if args.verbose:
         print(compiled.explain(), file=sys.stderr)
@@ -156,13 +183,19 @@ def _cmd_run(args) -> int:
             raise ValueError(f"{args.input}: no such file")
         try:
             x = np.load(args.input, allow_pickle=False)
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             raise ValueError(f"{args.input}: not a .npy array ({err})") from None
+        if isinstance(x, np.lib.npyio.NpzFile):  # an .npz archive: one array in it is the input
+            names = list(x.files)
+            if len(names) != 1:
+                raise ValueError(f"{args.input}: an .npz with {len(names)} arrays ({', '.join(names) or 'none'}); "
+                                 "give a .npy file, or an .npz holding exactly the input")
+            x = x[names[0]]
     else:
         x = np.random.default_rng(0).standard_normal(runner.input_shape).astype(runner.input_dtype)
     y = runner(x)
     if args.output:
-        np.save(args.output, y)
+        np.save(_output_file(args.output, ".npy"), y)
     else:
         first = y if isinstance(y, np.ndarray) else y[0]
         print(f"output shape {first.shape}, argmax {int(first.reshape(first.shape[0], -1).argmax(1)[0])}")
@@ -210,6 +243,7 @@ def _cmd_prune(args) -> int:
         raise ValueError("prune: give --sparsity S, or --guided")
     if args.sparsity is not None and not 0.0 <= args.sparsity < 1.0:
         raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    _output_file(args.output, ".pt2")
     if args.model.endswith(".onnx"):
         raise ValueError(f"{args.model}: prune works on torch models (a zoo name or a .pt2 file), not ONNX")
     model = models.resolve(args.model)
@@ -227,7 +261,12 @@ def _cmd_prune(args) -> int:
         print(report.format())
     else:
         prune.magnitude(model, args.sparsity, block=block)
-    ep = torch.export.export(model, (torch.zeros(shape),))
+    frontend.check_shape(shape, "--input-shape")
+    try:
+        ep = torch.export.export(model, (torch.zeros(shape),))
+    except Exception as err:  # torch raises many error types from tracing (a guard, a shape mismatch)
+        raise ValueError(f"{args.model}: torch.export failed for input shape {tuple(shape)}: "
+                         f"{str(err).strip().splitlines()[0]}") from None
     torch.export.save(ep, args.output)
     if args.verbose:
         for name, sparsity in prune.weight_sparsity(model).items():

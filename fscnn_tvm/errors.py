@@ -37,3 +37,7 @@ class TuningLogError(ValueError):
 
 class TuningLogWarning(UserWarning):
     """A tuning log that is ignored or repaired (another TVM version, a record cut short)."""
+
+
+class VerificationError(ValueError):
+    """``compile(..., verify=True)``: the compiled model differs from its source beyond the tolerance."""

@@ -44,6 +44,16 @@ def _fold(mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination(["main"])(mod)
 
 
+def check_shape(shape, source: str) -> None:
+    """``shape`` must be a sequence of positive integers."""
+    try:
+        ok = len(shape) > 0 and all(int(d) == d and int(d) > 0 for d in shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{source}: input_shape must be positive integers like (1, 3, 224, 224), got {shape!r}")
+
+
 # ----------------------------------------------------------------------------- torch
 def _torch_layer_names(ep) -> list[str]:
     params = dict(ep.graph_signature.inputs_to_parameters)
@@ -77,7 +87,8 @@ def input_shape_of(ep) -> tuple[int, ...]:
                          "static example input") from None
 
 
-def from_exported_program(ep, source: str = "ExportedProgram") -> ImportedModel:
+def from_exported_program(ep, source: str = "ExportedProgram", input_shape=None) -> ImportedModel:
+    """``input_shape``, if given, must be the program's: an ExportedProgram is fixed at export."""
     ep = ep.run_decompositions()
     convert_map = tvm_compat.torch_convert_map()
     missing = sorted({getattr(n.target, "__name__", str(n.target)) for n in ep.graph.nodes
@@ -85,7 +96,11 @@ def from_exported_program(ep, source: str = "ExportedProgram") -> ImportedModel:
                       and getattr(n.target, "__name__", str(n.target)) not in convert_map})
     if missing:
         raise UnsupportedOperatorError(source, missing)
-    input_shape = input_shape_of(ep)
+    exported = input_shape_of(ep)
+    if input_shape is not None and tuple(int(d) for d in input_shape) != exported:
+        raise ValueError(f"{source}: input_shape {tuple(input_shape)} does not match the exported program's input "
+                         f"shape {exported}; a .pt2 is fixed at export (export it again with that shape)")
+    input_shape = exported
     mod = tvm_compat.torch_to_relax(ep, source)
     return ImportedModel(_fold(mod), input_shape, _torch_layer_names(ep), source)
 
@@ -96,9 +111,14 @@ def from_torch(model, input_shape: tuple[int, ...], source: str = "torch module"
     if input_shape is None:
         raise ValueError(f"{source}: input_shape is required to import a torch.nn.Module "
                          "(e.g. input_shape=(1, 3, 224, 224))")
+    check_shape(input_shape, source)
     example = torch.zeros(tuple(int(d) for d in input_shape))
     try:
-        ep = torch.export.export(model.eval(), (example,))
+        model.eval()
+    except NotImplementedError:  # the module of an ExportedProgram (ep.module()): already traced for inference
+        pass
+    try:
+        ep = torch.export.export(model, (example,))
     except Exception as err:  # torch raises many error types from tracing user code
         raise ValueError(f"{source}: torch.export failed for input shape {tuple(input_shape)}: "
                          f"{str(err).splitlines()[0]}") from None
@@ -119,6 +139,8 @@ def from_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Imported
     except Exception as err:  # protobuf decode errors, checker errors
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if input_shape is not None:
+        check_shape(input_shape, path)
     try:
         name, dims = onnx_fold.input_dims(model)
         if input_shape is None and any(d is None for d in dims):
@@ -151,11 +173,11 @@ def import_model(model, input_shape: tuple[int, ...] | None = None) -> ImportedM
 
         resolved = models.resolve(text)
         if type(resolved).__name__ == "ExportedProgram":
-            return from_exported_program(resolved, text)
+            return from_exported_program(resolved, text, input_shape)
         return from_torch(resolved, input_shape or models.DEFAULT_INPUT_SHAPE, source=text)
     type_name = type(model).__name__
     if type_name == "ExportedProgram":
-        return from_exported_program(model)
+        return from_exported_program(model, input_shape=input_shape)
     import torch  # noqa: PLC0415
 
     if isinstance(model, torch.nn.Module):

@@ -249,7 +249,12 @@ def from_spec(text: str, seed: int = 0) -> nn.Module:
                          f"NAME one of {', '.join(sorted(ARCHITECTURES))}")
     model = create(m.group("name"), seed)
     if m.group("sparsity") is not None:
-        sparsity = float(m.group("sparsity"))
+        try:
+            sparsity = float(m.group("sparsity"))
+        except ValueError:
+            raise ValueError(f"{text!r}: sparsity {m.group('sparsity')!r} is not a number (e.g. resnet50@0.9)") from None
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"{text!r}: sparsity must be in [0, 1), got {sparsity}")
         block = (int(m.group("rows")), int(m.group("cols"))) if m.group("rows") else None
         prune.magnitude(model, sparsity, block=block)
     return model

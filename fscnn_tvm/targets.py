@@ -40,6 +40,11 @@ def parse(target: TargetLike = "llvm") -> tvm.target.Target:
         raise ValueError(f"target: expected a dict with a 'kind' key, got {target!r}")
     if target["kind"] not in ("llvm", "cuda"):
         raise ValueError(f"target: kind {target['kind']!r} is not supported; use 'llvm' or 'cuda'")
+    mcpu = target.get("mcpu")
+    if target["kind"] == "llvm" and mcpu is not None and not codegen.llvm_is_valid_cpu(
+            str(mcpu), str(target.get("mtriple", ""))):
+        raise ValueError(f"target: LLVM does not know the CPU {mcpu!r} (e.g. 'znver4', 'skylake-avx512', "
+                         "'haswell'; 'llvm' alone detects this machine's)")
     try:
         return tvm.target.Target(target)
     except Exception as err:  # TVM raises its own error types for bad attributes

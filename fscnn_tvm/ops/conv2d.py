@@ -25,9 +25,11 @@ import numpy as np
 from tvm import te, tirx
 
 ACTIVATIONS = ("none", "relu", "relu6")
+# Activations propagate NaN as PyTorch does. max(x, 0) alone does not: LLVM lowers it to an
+# instruction that returns the non-NaN operand, so NaN is kept by an explicit isnan select.
 # The same activations as TVMScript expressions, for the kernels generated as script text.
-ACTIVATION_SCRIPT = {"none": "{v}", "relu": "T.max({v}, T.float32(0))",
-                     "relu6": "T.min(T.max({v}, T.float32(0)), T.float32(6))"}
+ACTIVATION_SCRIPT = {"none": "{v}", "relu": "T.Select(T.isnan({v}), {v}, T.max({v}, T.float32(0)))",
+                     "relu6": "T.Select(T.isnan({v}), {v}, T.min(T.max({v}, T.float32(0)), T.float32(6)))"}
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,11 @@ def pack_weight(weight: np.ndarray, oc_block: int) -> np.ndarray:
 
 
 def _activation(x, act: str):
+    zero = tirx.const(0.0, "float32")
     if act == "relu":
-        return te.max(x, tirx.const(0.0, "float32"))
+        return tirx.Select(tirx.isnan(x), x, te.max(x, zero))
     if act == "relu6":
-        return te.min(te.max(x, tirx.const(0.0, "float32")), tirx.const(6.0, "float32"))
+        return tirx.Select(tirx.isnan(x), x, te.min(te.max(x, zero), tirx.const(6.0, "float32")))
     if act == "none":
         return x
     raise ValueError(f"conv2d: unknown activation {act!r}, expected one of {ACTIVATIONS}")

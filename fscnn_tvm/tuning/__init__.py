@@ -54,6 +54,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import targets
+from ..errors import TuningLogError
 from ..pipeline import plan_model
 from .apply import TunedSchedules
 from .measure import builder as make_builder
@@ -97,6 +98,8 @@ def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, l
         raise ValueError(f"tune: trials must be >= 1, got {trials}")
     rpc = parse_rpc(rpc_tracker, rpc_key)
     folder = Path(log_dir) if log_dir is not None else default_log_dir(model, tgt)
+    if folder.exists() and not folder.is_dir():
+        raise TuningLogError(f"{folder}: is a file; the tuning log is a folder (made if missing)")
     folder.mkdir(parents=True, exist_ok=True)
     meta = start_meta(folder, tgt, trials, model)
     meta["runner"] = "local" if rpc is None else f"rpc {rpc[2]}@{rpc[0]}:{rpc[1]}"
