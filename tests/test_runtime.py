@@ -77,7 +77,7 @@ def test_load_errors(tmp_path):
         fscnn_tvm.load(str(tmp_path / "missing.so"))
     junk = tmp_path / "junk.so"
     junk.write_bytes(b"not a library")
-    with pytest.raises(ModelLoadError, match="junk.so: cannot load as a compiled model"):
+    with pytest.raises(ModelLoadError, match="junk.so: cannot load: not a 64-bit ELF shared library"):
         fscnn_tvm.load(str(junk))
 
 
