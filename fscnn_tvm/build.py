@@ -18,7 +18,7 @@ from tqdm import tqdm
 from tvm import relax
 
 from . import __version__, fileio, kernels, passes, targets
-from .nan_safe import nan_safe
+from .nan_safe import legalize_max_pool2d, nan_safe
 from .pipeline import plan_model
 from .runtime import META_FUNCTION, Runner, integrity_trailer
 from .tvm_compat import native_stderr_silenced
@@ -34,7 +34,7 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """
     with target:
         return tvm.transform.Sequential([
-            relax.transform.LegalizeOps(),
+            relax.transform.LegalizeOps({"relax.nn.max_pool2d": legalize_max_pool2d}),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),

@@ -6,15 +6,15 @@ finite. This Relax rewrite (run before legalisation) writes them as selects that
 
 - ``relu(x)``  -> ``where(x < 0, 0, x)``
 - ``clip(x, lo, hi)`` -> ``where(x < lo, lo, where(x > hi, hi, x))``
-- ``max_pool2d(x)`` -> ``where(max_pool2d(isnan(x)) > 0, NaN, max_pool2d(x))`` (a window holding a
-  NaN gives NaN)
+- ``max_pool2d`` (NCHW) is legalised by :func:`legalize_max_pool2d`: the same window max, with a
+  reducer that keeps NaN (a window holding a NaN gives NaN) and costs what TVM's own pool costs
 
 Our own kernels' fused activations are written the same way (``ops/conv2d.ACTIVATION_SCRIPT``).
 """
 from __future__ import annotations
 
 import tvm
-from tvm import relax
+from tvm import relax, te, tirx
 
 RELU = tvm.ir.Op.get("relax.nn.relu")
 CLIP = tvm.ir.Op.get("relax.clip")
@@ -41,19 +41,45 @@ class _NanSafe(relax.PyExprMutator):
             lo = relax.const(float(call.args[1].value), "float32")
             hi = relax.const(float(call.args[2].value), "float32")
             return op.where(op.less(x, lo), lo, op.where(op.greater(x, hi), hi, x))
-        if call.op == MAX_POOL2D:
-            a = call.attrs
-            args = dict(pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation,
-                        ceil_mode=bool(a.ceil_mode), count_include_pad=bool(a.count_include_pad),
-                        layout=str(a.layout), out_layout=str(a.out_layout))
-            nans = op.nn.max_pool2d(op.astype(op.isnan(x), "float32"), **args)
-            return op.where(op.greater(nans, relax.const(0.0, "float32")), relax.const(float("nan"), "float32"), call)
         return call
 
 
 def nan_safe(mod: tvm.IRModule) -> tvm.IRModule:
-    """``mod`` with relu, clip and max_pool2d of ``main`` rewritten to propagate NaN."""
+    """``mod`` with relu and clip of ``main`` rewritten to propagate NaN (max_pool2d: see
+    :func:`legalize_max_pool2d`, passed to ``LegalizeOps``)."""
     mutator = _NanSafe(mod)
     gv = mod.get_global_var("main")
     mutator.builder_.update_func(gv, mutator.visit_expr(mod["main"]))
     return mutator.builder_.get()
+
+
+_NAN_MAX = te.comm_reducer(
+    lambda a, b: tirx.Select(tirx.isnan(a), a, tirx.Select(tirx.isnan(b), b, tirx.max(a, b))),
+    lambda dtype: tirx.min_value(dtype), name="nan_max")
+
+
+def legalize_max_pool2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """``relax.nn.max_pool2d`` as a TE window max that propagates NaN (NCHW, float32); anything
+    else gets TVM's own legalisation."""
+    from tvm.relax.transform.legalize_ops.nn import _nn_max_pool2d  # noqa: PLC0415 - TVM's default
+
+    a = call.attrs
+    x = call.args[0]
+    if str(a.layout) != "NCHW" or str(a.out_layout) != "NCHW" or not _float32(x):
+        return _nn_max_pool2d(bb, call)
+    (kh, kw), (sh, sw), (dh, dw) = ([int(v) for v in t] for t in (a.pool_size, a.strides, a.dilation))
+    top, left = int(a.padding[0]), int(a.padding[1])
+    oh, ow = int(call.ty.shape[2]), int(call.ty.shape[3])
+
+    def pool(data):
+        n, c, h, w = (int(d) for d in data.shape)
+        low = tirx.min_value("float32")
+        padded = te.compute((n, c, (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1),
+                            lambda b, ch, y, xx: tirx.if_then_else(
+                                tirx.all(y >= top, y < top + h, xx >= left, xx < left + w),
+                                data[b, ch, y - top, xx - left], low), name="pad")
+        ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
+        return te.compute((n, c, oh, ow), lambda b, ch, i, j: _NAN_MAX(
+            padded[b, ch, i * sh + ry * dh, j * sw + rx * dw], axis=[ry, rx]), name="pool_max")
+
+    return bb.call_te(pool, x, primfunc_name_hint="max_pool2d_nan")

@@ -273,3 +273,16 @@ def test_shape_subgraphs_fold(tmp_path):
         x = random_input((batch, 3, 8, 8))
         compiled = fscnn_tvm.compile(str(path), (batch, 3, 8, 8))
         assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2, padding=1), nn.MaxPool2d(3, 2, ceil_mode=True),
+                                  nn.MaxPool2d(3, 1, padding=1, dilation=2), nn.MaxPool2d((2, 3), (1, 2))],
+                         ids=["2x2", "3x3s2p1", "3x3s2-ceil", "3x3-dilation2", "2x3s1x2"])
+def test_max_pool_matches_torch_with_and_without_nan(pool):
+    """max_pool2d is our NaN-keeping window max (nan_safe.legalize_max_pool2d) for every shape."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), pool).eval()
+    compiled = fscnn_tvm.compile(model, (1, 3, 11, 13))
+    x = random_input((1, 3, 11, 13))
+    assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
+    x[0, 1, 5, 6] = np.nan
+    assert np.array_equal(np.isnan(compiled(x)), np.isnan(torch_reference(model, x)))
