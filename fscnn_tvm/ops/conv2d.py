@@ -25,11 +25,14 @@ import numpy as np
 from tvm import te, tirx
 
 ACTIVATIONS = ("none", "relu", "relu6")
-# Activations propagate NaN as PyTorch does. max(x, 0) alone does not: LLVM lowers it to an
-# instruction that returns the non-NaN operand, so NaN is kept by an explicit isnan select.
-# The same activations as TVMScript expressions, for the kernels generated as script text.
-ACTIVATION_SCRIPT = {"none": "{v}", "relu": "T.Select(T.isnan({v}), {v}, T.max({v}, T.float32(0)))",
-                     "relu6": "T.Select(T.isnan({v}), {v}, T.min(T.max({v}, T.float32(0)), T.float32(6)))"}
+# Activations propagate NaN as PyTorch does: written as selects on "x < 0" / "x > 6" (false for
+# NaN, so NaN passes through). max(x, 0) would not: LLVM lowers it to an instruction that returns
+# the non-NaN operand. (An explicit isnan select also works but cost resnet50@0.9 17.0 ms against
+# 14.4 for these selects, the same as max.) The same activations as TVMScript expressions, for
+# the kernels generated as script text.
+ACTIVATION_SCRIPT = {"none": "{v}", "relu": "T.Select({v} < T.float32(0), T.float32(0), {v})",
+                     "relu6": "T.Select({v} < T.float32(0), T.float32(0), T.Select({v} > T.float32(6), "
+                              "T.float32(6), {v}))"}
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,10 @@ def pack_weight(weight: np.ndarray, oc_block: int) -> np.ndarray:
 def _activation(x, act: str):
     zero = tirx.const(0.0, "float32")
     if act == "relu":
-        return tirx.Select(tirx.isnan(x), x, te.max(x, zero))
+        return tirx.Select(x < zero, zero, x)
     if act == "relu6":
-        return tirx.Select(tirx.isnan(x), x, te.min(te.max(x, zero), tirx.const(6.0, "float32")))
+        six = tirx.const(6.0, "float32")
+        return tirx.Select(x < zero, zero, tirx.Select(x > six, six, x))
     if act == "none":
         return x
     raise ValueError(f"conv2d: unknown activation {act!r}, expected one of {ACTIVATIONS}")
