@@ -14,7 +14,7 @@ import tvm
 from . import frontend, passes, profiles, targets
 from .frontend import ImportedModel
 from .layer import Layer
-from .plan import LayerPlan, format_plan, make_plan
+from .plan import SPARSE_MODES, LayerPlan, format_plan, make_plan
 
 log = logging.getLogger("fscnn_tvm")
 
@@ -37,6 +37,8 @@ def plan_model(model, input_shape=None, target="llvm", sparse: str = "auto", pro
     | ``always`` | ``never``. ``profile``: a :class:`profiles.Profile`, its path, or ``None`` for the
     target's calibrated one (else the built-in profile, with a warning).
     """
+    if sparse not in SPARSE_MODES:  # before the (slow) import
+        raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}")
     tgt = targets.parse(target)
     prof = profiles.resolve(tgt, profile)
     start = time.perf_counter()
