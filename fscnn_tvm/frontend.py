@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from . import tvm_compat
+from .canonicalize import canonicalize
 from .errors import ModelLoadError, UnsupportedOperatorError
 
 _TORCH_LAYER_OPS = {"conv2d.default": 1, "convolution.default": 1, "linear.default": 1,
@@ -41,6 +42,7 @@ def _fold(mod: tvm.IRModule) -> tvm.IRModule:
     mod = relax.transform.DecomposeOpsForInference()(mod)
     mod = relax.transform.FoldConstant()(mod)
     mod = relax.transform.CanonicalizeBindings()(mod)  # (y, mean, var)[0] -> y
+    mod = canonicalize(mod)  # after folding: the rewrites need constant weights
     return relax.transform.DeadCodeElimination(["main"])(mod)
 
 
