@@ -31,6 +31,14 @@ class Layer:
     residual: relax.Expr | None = None
     act: str = "none"
     name: str = ""
+    # A matmul over an N-D input (..., K) runs as a linear over the flattened leading dimensions:
+    # in_shape/out_shape are then 2-D and graph_shape is the output's shape in the graph.
+    graph_shape: tuple[int, ...] | None = None
+
+    @property
+    def graph_out_shape(self) -> tuple[int, ...]:
+        """The layer's output shape in the graph (what its epilogue ops must have)."""
+        return self.graph_shape or self.out_shape
 
     @property
     def density(self) -> float:

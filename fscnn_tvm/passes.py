@@ -51,9 +51,11 @@ def _as_channel_vector(arr: np.ndarray, channels: int, op: str) -> np.ndarray | 
     """``arr`` as a per-output-channel vector if it broadcasts along the channel axis only."""
     if arr.size != channels:
         return None
-    axis_shapes = {"conv2d": [(channels,), (channels, 1, 1), (1, channels, 1, 1)],
-                   "linear": [(channels,), (1, channels)]}[op]
-    return arr.reshape(channels).astype("float32") if arr.shape in axis_shapes else None
+    if op == "linear":  # (M,), (1, M), (1, 1, M)...: along the last axis
+        ok = arr.ndim >= 1 and arr.shape[-1] == channels
+    else:
+        ok = arr.shape in [(channels,), (channels, 1, 1), (1, channels, 1, 1)]
+    return arr.reshape(channels).astype("float32") if ok else None
 
 
 def _bindings(func: relax.Function) -> list[relax.VarBinding]:
@@ -84,10 +86,12 @@ def _head_layer(binding: relax.VarBinding, index: int) -> Layer | None:
     if call.op == MATMUL:
         weight = _const_array(call.args[1])
         in_shape, out_shape = _shape(call.args[0]), _shape(binding.var)
-        if weight is None or weight.ndim != 2 or in_shape is None or len(in_shape) != 2:
+        if weight is None or weight.ndim != 2 or in_shape is None or len(in_shape) < 2 or out_shape is None:
             return None
+        rows = int(np.prod(in_shape[:-1]))  # (..., K) x (K, M): a linear over the leading dims
         return Layer(index, "linear", binding.var, binding.var, [binding.var], call.args[0],
-                     np.ascontiguousarray(weight.T).astype("float32"), in_shape, out_shape)
+                     np.ascontiguousarray(weight.T).astype("float32"), (rows, in_shape[-1]),
+                     (rows, out_shape[-1]), graph_shape=out_shape if len(in_shape) > 2 else None)
     return None
 
 
@@ -114,7 +118,7 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
     Order of the epilogue: per-channel affine ops (bias, batch norm) -> residual add -> activation.
     """
     call = binding.value
-    if not isinstance(call, relax.Call) or _shape(binding.var) != layer.out_shape:
+    if not isinstance(call, relax.Call) or _shape(binding.var) != layer.graph_out_shape:
         return False
     affine_open = layer.act == "none" and layer.residual is None
     if call.op in (ADD, SUBTRACT, MULTIPLY, DIVIDE) and layer.act == "none":
@@ -126,7 +130,7 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
         if arr is not None:
             if not (affine_open and _fold_affine(layer, call.op, arr, const_first)):
                 return False
-        elif call.op == ADD and layer.residual is None and _shape(other) == layer.out_shape \
+        elif call.op == ADD and layer.residual is None and _shape(other) == layer.graph_out_shape \
                 and _dtype(other) == "float32":
             layer.residual = other
         else:
@@ -177,16 +181,24 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
 class _ReplaceLayers(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.replacements: dict = {}  # tail var -> (GlobalVar, args, out TensorType, absorbed)
+        self.replacements: dict = {}  # tail var -> (GlobalVar, args, out TensorType, Layer)
         self.absorbed: set = set()
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         var = binding.var
         if var in self.replacements:
-            gv, args, out_ty, _ = self.replacements[var]
-            call = relax.call_tir(gv, [self.visit_expr(a) for a in args], out_ty)
+            gv, args, out_ty, layer = self.replacements[var]
+            args = [self.visit_expr(a) for a in args]
             emit = self.builder_.emit if isinstance(var, relax.DataflowVar) else self.builder_.emit_output
-            self.set_var_remap(var, emit(call, name_hint=var.name))
+            if layer.graph_shape is None:
+                self.set_var_remap(var, emit(relax.call_tir(gv, args, out_ty), name_hint=var.name))
+                return
+            # an N-D matmul: the kernel sees (rows, K) and gives (rows, M); reshape around it
+            args[0] = self.builder_.emit(relax.op.reshape(args[0], layer.in_shape))
+            if layer.residual is not None:
+                args[-1] = self.builder_.emit(relax.op.reshape(args[-1], layer.out_shape))
+            flat = self.builder_.emit(relax.call_tir(gv, args, out_ty))
+            self.set_var_remap(var, emit(relax.op.reshape(flat, layer.graph_shape), name_hint=var.name))
         elif var in self.absorbed:
             return  # folded into the fused kernel call emitted at the chain's tail
         else:
@@ -217,7 +229,7 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tvm.IRM
         out_ty = relax.TensorType(list(layer.out_shape), "float32")
         if layer.tail in mutator.replacements:
             raise RuntimeError(f"internal: {layer.name} ends where another layer ends")
-        mutator.replacements[layer.tail] = (gv, args, out_ty, layer.absorbed)
+        mutator.replacements[layer.tail] = (gv, args, out_ty, layer)
         mutator.absorbed.update(layer.absorbed)
     main_gv = mutator.builder_.get().get_global_var("main")
     mutator.builder_.update_func(main_gv, mutator.visit_expr(mod["main"]))

@@ -1,6 +1,8 @@
 """The Relax rewrite: which bindings each layer absorbs, and that every layer gets its kernel."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -55,3 +57,37 @@ def test_value_added_to_itself_is_not_a_residual():
     (layer,) = passes.find_layers(frontend.import_model(model, (1, 4, 6, 6)).mod)
     assert layer.residual is None
     check_against_torch(model, (1, 4, 6, 6))
+
+
+class _Tokens(torch.nn.Module):
+    """Linear layers over (batch, tokens, features), as in a recogniser's head or a transformer."""
+
+    def __init__(self, residual: bool):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(12, 12), torch.nn.Linear(12, 7, bias=False)
+        self.residual = residual
+
+    def forward(self, x):
+        y = self.a(x)
+        y = torch.relu(y + x) if self.residual else torch.relu(y)
+        return self.b(y)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("shape", [(1, 5, 12), (2, 3, 12), (2, 2, 3, 12)])
+@pytest.mark.parametrize("sparse", ["never", "always"])
+def test_matmul_over_nd_input_runs_as_our_linear(tmp_path, shape, residual, sparse):
+    """ONNX keeps MatMul over (..., K) inputs (torch.export flattens them itself): each runs as
+    our linear over the flattened leading dims, with its bias, residual and ReLU fused."""
+    import fscnn_tvm
+    from fscnn_tvm.testing import TOLERANCE, random_input, relative_error, sparsify_, torch_reference
+
+    model = sparsify_(randomize_(_Tokens(residual)), 0.5)
+    path = tmp_path / "tokens.onnx"
+    torch.onnx.export(model, (torch.zeros(shape),), str(path), input_names=["x"], dynamo=False)
+    compiled = fscnn_tvm.compile(str(path), shape, sparse=sparse)
+    x = random_input(shape)
+    assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
+    rows = int(np.prod(shape[:-1]))
+    assert [(r.op, r.in_shape) for r in compiled.plan] == [("linear", (rows, 12)), ("linear", (rows, 12))]
+    assert compiled.plan[0].epilogue == ("bias+residual+relu" if residual else "bias+relu")
