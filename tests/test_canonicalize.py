@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-import fscnn_tvm
 from fscnn_tvm.testing import check_against_torch, randomize_, sparsify_
 
 
