@@ -2,8 +2,9 @@
 
 :func:`find_layers` reads the ``main`` function and returns one :class:`Layer` per conv2d or
 matmul whose weight is a constant, together with the epilogue it can absorb: the chain
-``op -> add(bias const) -> add(residual tensor) -> relu | clip(0, 6)``, where each step is optional
-and every intermediate value has exactly one user. :func:`apply_plan` replaces each chain by one
+``op -> add(bias const) -> add(residual tensor) -> relu | clip(0, 6) | silu``, where each step is
+optional and every intermediate value has exactly one user (SiLU written as ``y * sigmoid(y)``
+is the one two-user step). :func:`apply_plan` replaces each chain by one
 ``call_tir`` to the kernel the plan chose for that layer (see ``plan.py``), built by
 ``kernels.build_kernel``. This module only rewrites; scheduling is the next stage
 (``schedules.schedule_module``).
@@ -24,6 +25,8 @@ MULTIPLY = tvm.ir.Op.get("relax.multiply")
 DIVIDE = tvm.ir.Op.get("relax.divide")
 RELU = tvm.ir.Op.get("relax.nn.relu")
 CLIP = tvm.ir.Op.get("relax.clip")
+SILU = tvm.ir.Op.get("relax.nn.silu")
+SIGMOID = tvm.ir.Op.get("relax.sigmoid")
 
 
 def _const_array(expr) -> np.ndarray | None:
@@ -137,6 +140,8 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
             return False
     elif call.op == RELU and layer.act == "none":
         layer.act = "relu"
+    elif call.op == SILU and layer.act == "none":
+        layer.act = "silu"
     elif call.op == CLIP and layer.act == "none":
         lo, hi = (float(v.value) for v in call.args[1:3])
         if (lo, hi) != (0.0, 6.0):
@@ -147,6 +152,24 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
     layer.tail = binding.var
     layer.absorbed.append(binding.var)
     return True
+
+
+def _silu_pair(layer: Layer, users: dict) -> tuple | None:
+    """The two bindings ``s = sigmoid(y); out = y * s`` computing SiLU of the layer's output (as
+    ONNX exports it: ``y`` has two users), or ``None``."""
+    found = users.get(layer.tail, [])
+    if layer.act != "none" or len(found) != 2:
+        return None
+    sig = next((b for b in found if isinstance(b.value, relax.Call) and b.value.op == SIGMOID), None)
+    mul = next((b for b in found if b is not sig), None)
+    if sig is None or mul is None or not isinstance(mul.value, relax.Call) or mul.value.op != MULTIPLY:
+        return None
+    a, b = mul.value.args
+    if not ((a.same_as(layer.tail) and b.same_as(sig.var)) or (b.same_as(layer.tail) and a.same_as(sig.var))):
+        return None
+    if len(users.get(sig.var, [])) != 1 or _shape(mul.var) != layer.graph_out_shape:
+        return None
+    return sig, mul
 
 
 def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer]:
@@ -163,10 +186,16 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
         layer = _head_layer(binding, len(layers))
         if layer is None:
             continue
-        while (isinstance(layer.tail, relax.DataflowVar) and len(users.get(layer.tail, [])) == 1
-               and users[layer.tail][0].var not in claimed
-               and _extend(layer, users[layer.tail][0])):
-            pass
+        while isinstance(layer.tail, relax.DataflowVar):
+            if (len(users.get(layer.tail, [])) == 1 and users[layer.tail][0].var not in claimed
+                    and _extend(layer, users[layer.tail][0])):
+                continue
+            pair = _silu_pair(layer, users)
+            if pair is None or any(b.var in claimed for b in pair):
+                break
+            layer.act = "silu"
+            layer.absorbed += [b.var for b in pair]
+            layer.tail = pair[1].var
         claimed.update(layer.absorbed)
         layers.append(layer)
     for layer in layers:

@@ -91,3 +91,33 @@ def test_matmul_over_nd_input_runs_as_our_linear(tmp_path, shape, residual, spar
     rows = int(np.prod(shape[:-1]))
     assert [(r.op, r.in_shape) for r in compiled.plan] == [("linear", (rows, 12)), ("linear", (rows, 12))]
     assert compiled.plan[0].epilogue == ("bias+residual+relu" if residual else "bias+relu")
+
+
+class _ConvSiLU(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y * torch.sigmoid(y)  # SiLU as ONNX exports it: y has two users
+
+
+@pytest.mark.parametrize("form", ["module", "onnx"])
+@pytest.mark.parametrize("sparse", ["never", "always"])
+def test_silu_is_fused_into_the_kernel(tmp_path, form, sparse):
+    import fscnn_tvm
+    from fscnn_tvm.testing import TOLERANCE, random_input, relative_error, torch_reference
+
+    shape = (1, 8, 9, 9)
+    if form == "module":
+        model = randomize_(torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.SiLU()))
+        source = model
+    else:
+        model = randomize_(_ConvSiLU())
+        source = str(tmp_path / "silu.onnx")
+        torch.onnx.export(model, (torch.zeros(shape),), source, input_names=["x"], dynamo=False)
+    compiled = fscnn_tvm.compile(source, shape, sparse=sparse)
+    x = random_input(shape)
+    assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
+    assert [r.epilogue for r in compiled.plan] == ["bias+silu"]

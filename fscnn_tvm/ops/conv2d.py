@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
-ACTIVATIONS = ("none", "relu", "relu6")
+ACTIVATIONS = ("none", "relu", "relu6", "silu")
 # Activations propagate NaN as PyTorch does: written as selects on "x < 0" / "x > 6" (false for
 # NaN, so NaN passes through). max(x, 0) would not: LLVM lowers it to an instruction that returns
 # the non-NaN operand. (An explicit isnan select also works but cost resnet50@0.9 17.0 ms against
@@ -32,7 +32,8 @@ ACTIVATIONS = ("none", "relu", "relu6")
 # the kernels generated as script text.
 ACTIVATION_SCRIPT = {"none": "{v}", "relu": "T.Select({v} < T.float32(0), T.float32(0), {v})",
                      "relu6": "T.Select({v} < T.float32(0), T.float32(0), T.Select({v} > T.float32(6), "
-                              "T.float32(6), {v}))"}
+                              "T.float32(6), {v}))",
+                     "silu": "({v}) * T.sigmoid({v})"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ def _activation(x, act: str):
     if act == "relu6":
         six = tirx.const(6.0, "float32")
         return tirx.Select(x < zero, zero, tirx.Select(x > six, six, x))
+    if act == "silu":
+        return x * tirx.sigmoid(x)
     if act == "none":
         return x
     raise ValueError(f"conv2d: unknown activation {act!r}, expected one of {ACTIVATIONS}")
