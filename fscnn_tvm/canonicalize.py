@@ -15,17 +15,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .passes import static_shape
+
 CONV2D_TRANSPOSE = tvm.ir.Op.get("relax.nn.conv2d_transpose")
-
-
-def _static_shape(expr) -> tuple[int, ...] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in ty.shape)
-    except TypeError:
-        return None
 
 
 def _as_shuffled_conv(call: relax.Call) -> relax.Expr | None:
@@ -33,7 +25,7 @@ def _as_shuffled_conv(call: relax.Call) -> relax.Expr | None:
     data, weight = call.args
     if not isinstance(weight, tvm.ir.expr.Constant):
         return None
-    shape = _static_shape(data)
+    shape = static_shape(data)
     w = weight.value.numpy()
     if shape is None or w.ndim != 4 or str(w.dtype) != "float32":
         return None

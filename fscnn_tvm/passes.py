@@ -35,7 +35,8 @@ def _const_array(expr) -> np.ndarray | None:
     return None
 
 
-def _shape(expr) -> tuple[int, ...] | None:
+def static_shape(expr) -> tuple[int, ...] | None:
+    """The static shape of a tensor expression (``None``: not a tensor, or symbolic)."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None
@@ -78,7 +79,7 @@ def _head_layer(binding: relax.VarBinding, index: int) -> Layer | None:
         if weight is None or weight.ndim != 4 or (str(a.data_layout), str(a.kernel_layout),
                                                   str(a.out_layout)) != ("NCHW", "OIHW", "NCHW"):
             return None
-        in_shape, out_shape = _shape(call.args[0]), _shape(binding.var)
+        in_shape, out_shape = static_shape(call.args[0]), static_shape(binding.var)
         if in_shape is None or out_shape is None:
             return None
         attrs = {"stride": tuple(int(s) for s in a.strides),
@@ -88,7 +89,7 @@ def _head_layer(binding: relax.VarBinding, index: int) -> Layer | None:
                      weight.astype("float32"), in_shape, out_shape, attrs)
     if call.op == MATMUL:
         weight = _const_array(call.args[1])
-        in_shape, out_shape = _shape(call.args[0]), _shape(binding.var)
+        in_shape, out_shape = static_shape(call.args[0]), static_shape(binding.var)
         if weight is None or weight.ndim != 2 or in_shape is None or len(in_shape) < 2 or out_shape is None:
             return None
         rows = int(np.prod(in_shape[:-1]))  # (..., K) x (K, M): a linear over the leading dims
@@ -121,7 +122,7 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
     Order of the epilogue: per-channel affine ops (bias, batch norm) -> residual add -> activation.
     """
     call = binding.value
-    if not isinstance(call, relax.Call) or _shape(binding.var) != layer.graph_out_shape:
+    if not isinstance(call, relax.Call) or static_shape(binding.var) != layer.graph_out_shape:
         return False
     affine_open = layer.act == "none" and layer.residual is None
     if call.op in (ADD, SUBTRACT, MULTIPLY, DIVIDE) and layer.act == "none":
@@ -133,7 +134,7 @@ def _extend(layer: Layer, binding: relax.VarBinding) -> bool:
         if arr is not None:
             if not (affine_open and _fold_affine(layer, call.op, arr, const_first)):
                 return False
-        elif call.op == ADD and layer.residual is None and _shape(other) == layer.graph_out_shape \
+        elif call.op == ADD and layer.residual is None and static_shape(other) == layer.graph_out_shape \
                 and _dtype(other) == "float32":
             layer.residual = other
         else:
@@ -167,7 +168,7 @@ def _silu_pair(layer: Layer, users: dict) -> tuple | None:
     a, b = mul.value.args
     if not ((a.same_as(layer.tail) and b.same_as(sig.var)) or (b.same_as(layer.tail) and a.same_as(sig.var))):
         return None
-    if len(users.get(sig.var, [])) != 1 or _shape(mul.var) != layer.graph_out_shape:
+    if len(users.get(sig.var, [])) != 1 or static_shape(mul.var) != layer.graph_out_shape:
         return None
     return sig, mul
 
