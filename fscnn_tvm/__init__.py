@@ -3,8 +3,9 @@
 Public API (heavy modules load on first use, so ``import fscnn_tvm`` stays cheap and the runtime
 path never imports torch):
 
-- ``compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None)``
-- ``plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None)``: the plan alone
+- ``compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, winograd=True)``
+- ``plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None, winograd=True)``:
+  the plan alone
 - ``tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, ...)``
 - ``load(path, device="cpu")``
 - ``models`` (zoo), ``prune`` (magnitude pruning), ``guided`` (guided pruning), ``plan`` (the table)
@@ -19,7 +20,7 @@ __all__ = ["compile", "plan_model", "tune", "load", "models", "prune", "guided",
 
 
 def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, profile=None,  # noqa: A001
-            verify=False):
+            verify=False, winograd=True):
     """Compile a model to a :class:`~fscnn_tvm.build.CompiledModel`.
 
     ``model``: an ``nn.Module`` (with ``input_shape``), an ``ExportedProgram``, a ``.pt2`` or
@@ -29,32 +30,35 @@ def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=No
     ``profiles.Profile`` (default: the target's in ``tuning_logs/``, else a built-in one).
     ``verify=True``: run the source model (torch, or ONNX Runtime for ``.onnx``) and the compiled
     one on the same random input, report the largest error per output (``.verification``) and
-    raise ``VerificationError`` above 1e-4 of max |output|.
+    raise ``VerificationError`` above 1e-4 of max |output|. ``winograd=False``: dense 3x3 layers
+    keep the direct convolution (its rounding) instead of Winograd where that is predicted faster.
     """
     from .build import compile_model
 
-    return compile_model(model, input_shape, target, sparse, tuning_log, profile, verify)
+    return compile_model(model, input_shape, target, sparse, tuning_log, profile, verify, winograd)
 
 
-def plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None):
+def plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None, winograd=True):
     """Import and plan ``model`` without building it: a :class:`~fscnn_tvm.pipeline.PlannedModel`
     (the Relax module, the layers, and one plan row per layer with predicted times and reason)."""
     from .pipeline import plan_model as _plan_model
 
-    return _plan_model(model, input_shape, target, sparse, profile)
+    return _plan_model(model, input_shape, target, sparse, profile, winograd)
 
 
 def tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, sparse="auto", profile=None,
-         rpc_tracker=None, rpc_key=None, progress=False):
+         rpc_tracker=None, rpc_key=None, progress=False, winograd=True):
     """Tune ``model``'s kernels for ``target``; returns a :class:`~fscnn_tvm.tuning.TuneReport`.
 
     Records go to ``log_dir`` (default ``tuning_logs/<target-tag>/<model>/``); compile with
-    ``compile(..., tuning_log=log_dir)``. ``sparse`` and ``profile`` must match the compile's.
+    ``compile(..., tuning_log=log_dir)``. ``sparse``, ``profile`` and ``winograd`` must match the
+    compile's.
     ``rpc_tracker="host:port"`` with ``rpc_key``: measure on the tracker's devices.
     """
     from .tuning import tune as _tune
 
-    return _tune(model, input_shape, target, trials, log_dir, sparse, profile, rpc_tracker, rpc_key, progress)
+    return _tune(model, input_shape, target, trials, log_dir, sparse, profile, rpc_tracker, rpc_key, progress,
+                 winograd)
 
 
 def load(path, device="cpu"):

@@ -97,14 +97,15 @@ def _kernel(layer, kind: str, target, tuned) -> kernels.Kernel | None:
 
 
 def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
-                  tuning_log: str | None = None, profile=None, verify: bool = False) -> CompiledModel:
+                  tuning_log: str | None = None, profile=None, verify: bool = False,
+                  winograd: bool = True) -> CompiledModel:
     """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``.
 
     ``profile`` (a path or a ``profiles.Profile``) drives ``sparse="auto"``; by default the
     target's calibrated profile in ``tuning_logs/``, else the built-in conservative one.
     ``verify``: run the source model and the compiled one on the same random input
     (:mod:`fscnn_tvm.verify`) and raise :class:`~fscnn_tvm.errors.VerificationError` above the
-    tolerance; the report is ``compiled.verification``.
+    tolerance; the report is ``compiled.verification``. ``winograd=False``: no Winograd kernels.
     """
     start = time.perf_counter()
     tgt = targets.parse(target)
@@ -113,7 +114,7 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
         from .tuning import TunedSchedules  # noqa: PLC0415 - MetaSchedule, only with a log
 
         tuned = TunedSchedules(tuning_log, tgt)
-    planned = plan_model(model, input_shape, tgt, sparse, profile)
+    planned = plan_model(model, input_shape, tgt, sparse, profile, winograd)
     layers, plan, imported = planned.layers, planned.plan, planned.imported
     progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
                     file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))

@@ -3,8 +3,9 @@
 The calibration layers are deliberately *not* the zoo's layers (``benchmarks/perf_model.py``
 checks the fitted model on those): 3x3 convs from 96 channels at 64x64 down to 384 at 10x10, a
 stride-2 3x3, 1x1 convs wide and narrow (one with stride 2), a 5x5, a depthwise 3x3 and linear
-layers. Each is timed dense once, then CSR on an unstructured mask and BSR8 on an 8x1 block mask at
-a few densities. The fit is non-negative least squares on relative error
+layers. Each is timed dense once (and, for 3x3 stride-1 convs, as Winograd F(2x2) and F(4x4),
+with three more such layers from 32 to 640 channels that only the dense kinds are timed on), then
+CSR on an unstructured mask and BSR8 on an 8x1 block mask at a few densities. The fit is non-negative least squares on relative error
 (:func:`perf_model.fit`); the profile records the target, TVM version, host CPU and fit error.
 """
 from __future__ import annotations
@@ -16,11 +17,11 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import perf_model, profiles, sparse, targets
+from . import kinds, perf_model, profiles, sparse, targets
 from .layer import conv_layer, linear_layer
 from .measure import KernelTimer
 from .ops.conv2d import Conv2dSpec
-from .plan import sparse_support
+from .plan import dense_candidates, sparse_support
 
 log = logging.getLogger("fscnn_tvm")
 
@@ -42,6 +43,8 @@ LAYERS = [
     ("linear", 9216, 2048, 1),
     ("linear", 2048, 2048, 4),
 ]
+# 3x3 stride-1 layers timed with the dense kinds only (Winograd's terms: big maps, deep and narrow)
+WINOGRAD_LAYERS = [(32, 48, 3, 1, 120, 1), (640, 640, 3, 1, 12, 1), (160, 320, 3, 1, 36, 1)]
 QUICK = [0, 2, 5, 9, 11]  # a subset for tests: 3x3, small 3x3, 1x1 wide and small, linear
 DENSITIES = (0.3, 0.1, 0.04)
 
@@ -64,14 +67,16 @@ def _weight_shape(entry):
 def measure_samples(target, quick: bool = False, min_repeat_ms: int = 20, progress: bool = False):
     """(layer, kind, seconds) for every calibration measurement."""
     timer = KernelTimer(target, min_repeat_ms=min_repeat_ms)
-    chosen = [LAYERS[i] for i in QUICK] if quick else LAYERS
+    chosen = [LAYERS[i] for i in QUICK] if quick else LAYERS + WINOGRAD_LAYERS
+    cuda = target.kind.name == "cuda"
     samples = []
     bar = tqdm(chosen, desc="calibrate", unit="layer", file=sys.stderr, disable=not progress)
     for i, entry in enumerate(bar):
         w = np.random.default_rng(i).standard_normal(_weight_shape(entry)).astype("float32")
         dense_layer = _layer(entry, w)
-        samples.append((dense_layer, "dense", timer.seconds(dense_layer, "dense")))
-        if sparse_support(dense_layer) is not None:
+        for kind in [kinds.DENSE] if cuda else dense_candidates(dense_layer):
+            samples.append((dense_layer, kind, timer.seconds(dense_layer, kind)))
+        if sparse_support(dense_layer) is not None or entry in WINOGRAD_LAYERS:
             continue
         conv = entry[0] != "linear"
         for density in DENSITIES:

@@ -52,11 +52,18 @@ def _add_compile_options(p: argparse.ArgumentParser, tuning_log: bool = True) ->
                    help="'llvm' (this CPU, the default), 'cuda', or a TVM target as JSON")
     p.add_argument("--sparse", choices=("auto", "always", "never"), default="auto",
                    help="per-layer sparse kernel choice (default: auto, by the performance model)")
+    _add_winograd_option(p)
     _add_profile_option(p)
     if tuning_log:
         p.add_argument("--tuning-log", metavar="DIR",
                        help="apply the tuning records in DIR (from `fscnn-tvm tune`); per kernel a "
                             "record is used only where it measured faster than the hand schedule")
+
+
+def _add_winograd_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-winograd", dest="winograd", action="store_false",
+                   help="keep dense 3x3 layers on the direct convolution (its numerics) instead of "
+                        "Winograd where that is predicted faster")
 
 
 def _add_profile_option(p: argparse.ArgumentParser) -> None:
@@ -127,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W")
     p.add_argument("--target", default="llvm", help="'llvm' (this CPU, the default) or a TVM target as JSON")
+    _add_winograd_option(p)
     _add_profile_option(p)
     p.add_argument("--measure", action="store_true",
                    help="also time every candidate kernel of every layer on this machine")
@@ -151,7 +159,7 @@ def _cmd_compile(args) -> int:
     _output_file(args.output, ".so")
     compiled = fscnn_tvm.compile(args.model, input_shape=args.input_shape, target=args.target,
                                  sparse=args.sparse, profile=args.profile, tuning_log=args.tuning_log,
-                                 verify=args.verify)
+                                 verify=args.verify, winograd=args.winograd)
     if args.verify:
         print(compiled.verification.format(), file=sys.stderr)
     compiled.export_library(args.output)
@@ -167,7 +175,7 @@ def _cmd_tune(args) -> int:
     report = tuning.tune(args.model, input_shape=args.input_shape, target=args.target, trials=args.trials,
                          log_dir=args.log_dir, sparse=args.sparse, profile=args.profile,
                          rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
-                         progress=args.verbose > 0 or sys.stderr.isatty())
+                         progress=args.verbose > 0 or sys.stderr.isatty(), winograd=args.winograd)
     print(report.format())
     return 0
 
@@ -278,7 +286,7 @@ def _cmd_explain(args) -> int:
     from .explain import explain  # noqa: PLC0415
 
     report = explain(args.model, args.input_shape, args.target, args.profile, measure=args.measure,
-                     progress=args.verbose > 0)
+                     progress=args.verbose > 0, winograd=args.winograd)
     print(report.format())
     return 0
 

@@ -67,9 +67,9 @@ class Report:
 
 
 def explain(model, input_shape=None, target="llvm", profile=None, measure: bool = False,
-            progress: bool = False) -> Report:
+            progress: bool = False, winograd: bool = True) -> Report:
     """The model's per-layer plan under ``sparse="auto"``, optionally with measured kernel times."""
-    planned = plan_model(model, input_shape, target, "auto", profile)
+    planned = plan_model(model, input_shape, target, "auto", profile, winograd)
     rows = [Row(p) for p in planned.plan]
     if measure:
         from .measure import KernelTimer  # noqa: PLC0415
@@ -78,5 +78,6 @@ def explain(model, input_shape=None, target="llvm", profile=None, measure: bool 
         bar = tqdm(list(zip(planned.layers, rows)), desc="measuring", unit="layer", file=sys.stderr,
                    disable=not progress)
         for layer, row in bar:
-            row.measured_ms = {k: timer.seconds(layer, k) * 1e3 for k in candidates(layer, planned.profile)}
+            row.measured_ms = {k: timer.seconds(layer, k) * 1e3
+                               for k in candidates(layer, planned.profile, winograd)}
     return Report(planned.imported.source, targets.tag(planned.target), planned.profile.source, rows)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import kinds, perf_model
 from .pipeline import plan_model
-from .plan import break_even, capacity, shape_text, sparse_support
+from .plan import best_dense, break_even, capacity, shape_text, sparse_support
 from .sparse import magnitude_mask
 
 SAVING_FLOOR = 0.05  # a layer is pruned only if the model predicts at least 5% of it saved
@@ -44,13 +44,13 @@ class GuidedReport:
         return sum(g.sparse_ms if g.sparse_ms is not None else g.dense_ms for g in self.layers)
 
     def format(self) -> str:
-        lines = [f"{'layer':<30} {'shape':<24} {'sparsity':>8} {'kernel':<6} {'dense ms':>9} "
+        lines = [f"{'layer':<30} {'shape':<24} {'sparsity':>8} {'kernel':<9} {'dense ms':>9} "
                  f"{'pruned ms':>9} {'speedup':>7}  reason"]
         lines.append("-" * len(lines[0]))
         block_gain = 0.0
         for g in self.layers:
             pruned = g.sparse_ms if g.sparse_ms is not None else g.dense_ms
-            lines.append(f"{g.name[:30]:<30} {g.shape:<24} {g.sparsity:>8.2f} {g.kind:<6} {g.dense_ms:>9.3f} "
+            lines.append(f"{g.name[:30]:<30} {g.shape:<24} {g.sparsity:>8.2f} {g.kind:<9} {g.dense_ms:>9.3f} "
                          f"{pruned:>9.3f} {g.dense_ms / pruned:>6.2f}x  {g.reason}")
             if g.block_ms is not None and g.sparse_ms is not None:
                 block_gain += g.sparse_ms - min(g.block_ms, g.sparse_ms)
@@ -89,24 +89,25 @@ def prune(model, input_shape, target="llvm", profile=None, max_sparsity: float =
     for layer, row in zip(planned.layers, planned.plan):
         param = params.get(f"{layer.name}.weight")
         shape = shape_text(row)
-        dense_ms = perf_model.predict(layer, kinds.DENSE, profile) * 1e3
+        dense_kind, dense_s = best_dense(layer, profile)
+        dense_ms = dense_s * 1e3
         if param is None:
             raise ValueError(f"guided pruning: layer {layer.name} has no parameter {layer.name}.weight "
                              f"(parameters: {', '.join(list(params)[:5])}, ...)")
         if layer.op == "conv2d" and not first_conv_seen:
             first_conv_seen = True
             if skip_first_conv:
-                report.append(GuidedLayer(layer.name, shape, 0.0, kinds.DENSE, dense_ms, None, None,
+                report.append(GuidedLayer(layer.name, shape, 0.0, dense_kind, dense_ms, None, None,
                                           "first conv kept dense"))
                 continue
         unsupported = sparse_support(layer)
         layer_kind = kinds.CSR if layer.op == "linear" else kind
         if unsupported:
-            report.append(GuidedLayer(layer.name, shape, 0.0, kinds.DENSE, dense_ms, None, None, unsupported))
+            report.append(GuidedLayer(layer.name, shape, 0.0, dense_kind, dense_ms, None, None, unsupported))
             continue
-        target_sp, reason = _useful_sparsity(layer, layer_kind, profile, max_sparsity)
+        target_sp, reason = _useful_sparsity(layer, layer_kind, profile, max_sparsity, dense_kind)
         if target_sp is None:
-            report.append(GuidedLayer(layer.name, shape, 0.0, kinds.DENSE, dense_ms, None, None, reason))
+            report.append(GuidedLayer(layer.name, shape, 0.0, dense_kind, dense_ms, None, None, reason))
             continue
         keep = magnitude_mask(param.detach().cpu().numpy(), target_sp, block if layer_kind != kinds.CSR else None)
         with torch.no_grad():
@@ -121,16 +122,18 @@ def prune(model, input_shape, target="llvm", profile=None, max_sparsity: float =
     return GuidedReport(report, max_sparsity, block)
 
 
-def _useful_sparsity(layer, kind, profile, max_sparsity) -> tuple[float | None, str]:
-    """(sparsity to prune to, reason), or (None, why it stays dense)."""
-    dense = perf_model.predict(layer, kinds.DENSE, profile)
+def _useful_sparsity(layer, kind, profile, max_sparsity, against: str = kinds.DENSE) -> tuple[float | None, str]:
+    """(sparsity to prune to, reason), or (None, why it stays dense); ``against``: the dense
+    kind the layer would run otherwise (Winograd where it is faster than direct)."""
+    dense = perf_model.predict(layer, against, profile)
     cap = capacity(layer, kind)
     fixed = perf_model.predict(layer, kind, profile, nnz=0.0)
     per_unit = (perf_model.predict(layer, kind, profile, nnz=cap) - fixed) / cap
-    even = break_even(layer, kind, profile)
+    even = break_even(layer, kind, profile, against)
     if even is None or even >= max_sparsity:
         where = "never" if even is None else f"only above sparsity {even:.2f}"
-        return None, f"{kind} pays {where}: left dense"
+        versus = f" against {against}" if against != kinds.DENSE else ""
+        return None, f"{kind} pays {where}{versus}: left dense"
     # Knee: nonzero work equal to the fixed cost; pruning past it buys at most 2x more.
     knee = 1.0 - fixed / (per_unit * cap) if per_unit > 0 else max_sparsity
     chosen = round(min(max_sparsity, max(knee, even)), 2)

@@ -21,6 +21,7 @@ from .ops import conv2d as conv_ops
 from .ops import dense as dense_ops
 from .ops import sparse_conv2d as sparse_conv_ops
 from .ops import sparse_dense as sparse_dense_ops
+from .ops import winograd as winograd_ops
 from .schedules.x86 import rules as x86_rules
 
 OPAQUE = 8  # TVM OpPatternKind kOpaque: FuseOps must not merge other ops into our kernels
@@ -51,6 +52,23 @@ def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
     constants = [weight] + ([layer.bias] if layer.bias is not None else [])
     key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items())))
     return Kernel(func, constants, key, f"fscnn_{kind}")
+
+
+def _winograd_conv(layer: Layer, tile: int, lanes: int, knobs: dict | None = None) -> Kernel:
+    spec = conv_spec(layer)
+    knobs = knobs or {}
+    layout = x86_rules.winograd_layout(spec, tile, lanes, knobs.get("p_tile"), knobs.get("block_rows"))
+    flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
+    inputs, out = winograd_ops.winograd_conv2d(layout, **flags)
+    func = te.create_prim_func(inputs + [out]).with_attrs(
+        {KERNEL_ATTR: Compute.CONV2D_WINOGRAD, "fscnn.tile": tile, "fscnn.oc_block": layout.oc_block,
+         "fscnn.p_tile": layout.p_tile, "fscnn.block_rows": layout.block_rows,
+         "fscnn.oc_blocks": layout.oc_blocks, "fscnn.tile_blocks": layout.block_tiles // layout.p_tile,
+         "fscnn.in_channels": spec.in_channels, "op_pattern": OPAQUE})
+    constants = [winograd_ops.pack_weight(layer.weight, layout)] + (
+        [layer.bias] if layer.bias is not None else [])
+    key = (Compute.CONV2D_WINOGRAD, layout, tuple(sorted(flags.items())))
+    return Kernel(func, constants, key, f"fscnn_winograd{tile}_conv2d")
 
 
 def _dense_linear(layer: Layer, lanes: int) -> Kernel:
@@ -123,6 +141,8 @@ def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
     spec = conv_spec(layer)
     if spec.stride[0] != spec.stride[1]:
         return None
+    if kinds.Kind.parse(kind).family == "winograd":
+        raise NotImplementedError(f"{layer.name}: Winograd kernels are x86 only (kind {kind!r})")
     rows = cuda_rules.dense_block_rows(spec) if kind == kinds.DENSE else kinds.block_rows(kind)
     layout = cuda_rules.conv_layout(spec, rows)
     func = cuda_conv2d.conv2d(layout, layer.act, has_residual).with_attrs({KERNEL_ATTR: Compute.CUDA_CONV2D, **attrs})
@@ -135,7 +155,8 @@ def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
 def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict | None = None) -> Kernel | None:
     """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target`` (``None``: the
     layer is left to TVM's own lowering). ``knobs`` overrides compute-level choices of the rules
-    (a tuned configuration: dense conv ``oc_block``; sparse conv ``tile_vectors``, ``chunks``, ``align``)."""
+    (a tuned configuration: dense conv ``oc_block``; Winograd ``p_tile``, ``block_rows``; sparse conv
+    ``tile_vectors``, ``chunks``, ``align``)."""
     if target.kind.name == "cuda":
         return _cuda_kernel(layer, kind)
     if target.kind.name != "llvm":
@@ -145,6 +166,8 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict
     parsed = kinds.Kind.parse(kind)
     if parsed.family == "dense":
         return _dense_conv(layer, lanes, knobs) if layer.op == "conv2d" else _dense_linear(layer, lanes)
+    if parsed.family == "winograd" and layer.op == "conv2d":
+        return _winograd_conv(layer, parsed.rows, lanes, knobs)
     if parsed.family == "csr" and layer.op == "linear":
         return _sparse_linear(layer, lanes)
     if parsed.sparse and layer.op == "conv2d":

@@ -1,7 +1,8 @@
 """Names the pipeline shares: the kernel kinds a plan chooses from, and the compute each PrimFunc is.
 
-A **kernel kind** is what a plan row says a layer runs: ``dense`` (direct), ``csr``, or ``bsr{R}``
-(blocks of ``R`` output channels). :class:`Kind` parses and prints them, so nothing slices strings.
+A **kernel kind** is what a plan row says a layer runs: ``dense`` (direct), ``winograd{m}``
+(F(m x m, 3 x 3), dense weights), ``csr``, or ``bsr{R}`` (blocks of ``R`` output channels).
+:class:`Kind` parses and prints them, so nothing slices strings.
 
 A **compute** names the PrimFunc a kernel builder made (stored on it as the ``fscnn.kernel``
 attribute); a schedule rule in ``schedules/<target>/`` reads it to decide "mine or not".
@@ -16,15 +17,16 @@ import tvm
 KERNEL_ATTR = "fscnn.kernel"
 # Every kernel kind family a plan can choose, in the order tables show them. A new family is one
 # entry here (and its candidates rule in plan.py).
-FAMILIES = ("dense", "csr", "bsr")
-BLOCKED = ("bsr",)  # families whose name carries the rows per block: bsr8
+FAMILIES = ("dense", "winograd", "csr", "bsr")
+NUMBERED = ("winograd", "bsr")  # families whose name carries a number: winograd4 (tile), bsr8 (rows)
+SPARSE_FAMILIES = ("csr", "bsr")  # kinds that store only the weight's nonzeros
 _KIND = re.compile(r"^(?P<family>[a-z_]+?)(?P<rows>\d+)?$")
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A kernel kind: ``family`` is ``dense``, ``csr`` or ``bsr``; ``rows`` the output channels
-    per stored block (1 for dense and CSR)."""
+    """A kernel kind: ``family`` is one of :data:`FAMILIES`; ``rows`` the number in its name: the
+    output channels per stored block of BSR, the output tile of Winograd (1 for dense and CSR)."""
 
     family: str
     rows: int = 1
@@ -33,17 +35,18 @@ class Kind:
     def parse(cls, text: str) -> Kind:
         m = _KIND.match(str(text))
         family = m.group("family") if m else None
-        if family not in FAMILIES or (family in BLOCKED) != (m.group("rows") is not None):
+        if family not in FAMILIES or (family in NUMBERED) != (m.group("rows") is not None):
             raise ValueError(f"unknown kernel kind {text!r}; expected one of "
-                             + ", ".join(f"{f}<R>" if f in BLOCKED else f for f in FAMILIES) + " (e.g. bsr8)")
+                             + ", ".join(f"{f}<R>" if f in NUMBERED else f for f in FAMILIES) + " (e.g. bsr8, winograd4)")
         return cls(family, int(m.group("rows") or 1))
 
     @property
     def sparse(self) -> bool:
-        return self.family != "dense"
+        """Whether the kind stores only the weight's nonzeros (CSR, BSR)."""
+        return self.family in SPARSE_FAMILIES
 
     def __str__(self) -> str:
-        return f"{self.family}{self.rows}" if self.family in BLOCKED else self.family
+        return f"{self.family}{self.rows}" if self.family in NUMBERED else self.family
 
 
 DENSE, CSR = "dense", "csr"
@@ -59,11 +62,22 @@ def block_rows(kind: str) -> int:
     return Kind.parse(kind).rows
 
 
+def winograd(tile: int) -> str:
+    """The kind name of Winograd F(tile x tile, 3 x 3) (``winograd(4) == "winograd4"``)."""
+    return str(Kind("winograd", tile))
+
+
+def is_sparse(kind: str) -> bool:
+    """Whether ``kind`` runs a sparse (CSR/BSR) kernel."""
+    return Kind.parse(kind).sparse
+
+
 class Compute:
     """The ``fscnn.kernel`` values: one per compute in ``ops/``."""
 
     CONV2D_OC_BLOCKED = "conv2d_oc_blocked"  # ops/conv2d.py, dense direct conv, channels in registers
     CONV2D_SPATIAL = "conv2d_spatial"  # ops/conv2d.py, grouped/depthwise, width in registers
+    CONV2D_WINOGRAD = "conv2d_winograd"  # ops/winograd.py, dense 3x3 stride 1, F(m x m, 3 x 3)
     DENSE = "dense"  # ops/dense.py, dense linear
     SPARSE_CONV2D = "sparse_conv2d"  # ops/sparse_conv2d.py, CSR/BSR direct conv
     SPARSE_DENSE = "sparse_dense"  # ops/sparse_dense.py, CSR linear

@@ -14,6 +14,8 @@ rules the kernel builder uses (``schedules/<target>/rules.py``)::
               + padded_input_bytes / B + t_call
     t_csr   = 2*nnz*N*tiles*tile / F_csr + row_steps * c_step + (staged + cropped bytes) / B + t_call
     t_bsr   = 2*nnzb*R*N*tiles*tile / F_bsr + row_steps * c_step_bsr + (same bytes) / B + t_call
+    t_winograd = gemm_flop / F_wino + (V elements) * c_in + (outputs) * c_out
+                 + U_bytes / (B_w or B_dram) + (V + M bytes) / B_s + padded_input_bytes / B + t_call
     t_linear     = flop / F_gemv + weight_bytes / B_w + t_call
     t_csr_linear = N*nnz * c_nnz + N*rows * c_row + t_call   (8 bytes streamed per nonzero)
 
@@ -33,11 +35,13 @@ from . import kinds, sparse
 from .layer import Layer, conv_spec
 from .schedules.x86 import rules as x86_rules
 
-FMA_IN_FLIGHT = 8  # independent FMAs a core needs to hide FMA latency (Zen 4/5, Intel: 2 pipes x 4)
+FMA_IN_FLIGHT = x86_rules.FMA_IN_FLIGHT
 # Every coefficient of the model, in seconds per unit of its feature.
 COEFFICIENTS = (
     "call",  # per kernel call
     "dense.flop", "dense.flop_1x1", "dense.flop_grouped", "dense.store", "dense.pad_byte",
+    "winograd.flop", "winograd.input", "winograd.output", "winograd.weight_byte", "winograd.weight_dram_byte",
+    "winograd.scratch_byte",
     "csr.flop", "csr.flop_1x1", "csr.step", "csr.step_1x1",
     "bsr.flop", "bsr.step",
     "sparse.byte",  # staging and crop of the sparse convs
@@ -137,7 +141,10 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
             f["dense.pad_byte"] = 4.0 * spec.batch * spec.in_channels * (
                 spec.height + spec.padding[0] + spec.padding[2]) * (spec.width + spec.padding[1] + spec.padding[3])
         return f
-    rows = kinds.block_rows(kind)
+    parsed = kinds.Kind.parse(kind)
+    if parsed.family == "winograd":
+        return {**f, **winograd_features(spec, parsed.rows, lanes)}
+    rows = parsed.rows
     layout = x86_rules.sparse_conv_layout(spec, rows, lanes)
     tile = layout.tile
     if nnz is None:
@@ -154,6 +161,34 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
     staged = 0 if layout.direct else layout.flat_len + spec.batch * spec.in_channels * spec.height * spec.width
     f["sparse.byte"] = 4.0 * (staged + len(layout.shifts) * spec.out_channels * swept + spec.batch * spec.out_channels *
                               spec.out_height * spec.out_width)
+    return f
+
+
+def _winograd_weight_traffic(lay, u_bytes: float, lanes: int) -> dict[str, float]:
+    """The bytes of ``U`` (the transformed weights) a Winograd kernel streams: once if they fit
+    L2, else once per block of tiles, from L3 while they fit it, else from DRAM (measured:
+    F(4x4) on 640->640@12, 59 MB of U, runs ~0.7 ms longer than its FLOPs say)."""
+    if u_bytes <= x86_rules.L2_BYTES.get(lanes, x86_rules.L2_BYTES[8]):
+        return {"winograd.weight_byte": u_bytes}
+    streamed = u_bytes * lay.spec.batch * lay.row_blocks
+    return {"winograd.weight_dram_byte" if u_bytes > x86_rules.L3_SHARE else "winograd.weight_byte": streamed}
+
+
+def winograd_features(spec, tile: int, lanes: int) -> dict[str, float]:
+    """Counts of the Winograd kernel (``ops/winograd.py``): the batched GEMM's FLOPs (padded tiles
+    and channel blocks included), the transformed input values, the outputs of the output
+    transform, the transformed weights it streams and the scratch (V and M) it writes and reads."""
+    lay = x86_rules.winograd_layout(spec, tile, lanes)
+    a2 = float(lay.alpha ** 2)
+    ocp = lay.oc_blocks * lay.oc_block
+    pp = lay.tiles_padded
+    latency = max(1.0, FMA_IN_FLIGHT / (lay.p_tile * lay.oc_block / lanes))
+    f = {"winograd.flop": 2.0 * a2 * ocp * pp * spec.in_channels * latency,
+         "winograd.input": a2 * spec.in_channels * pp,
+         "winograd.output": float(tile * tile * ocp * pp),
+         **_winograd_weight_traffic(lay, 4.0 * a2 * spec.in_channels * ocp, lanes),
+         "winograd.scratch_byte": 4.0 * a2 * (spec.in_channels + ocp) * pp}
+    f["dense.pad_byte"] = 4.0 * spec.batch * spec.in_channels * (lay.tiles_h * tile + 2) * (lay.tiles_w * tile + 2)
     return f
 
 

@@ -30,12 +30,14 @@ class PlannedModel:
     profile: profiles.Profile
 
 
-def plan_model(model, input_shape=None, target="llvm", sparse: str = "auto", profile=None) -> PlannedModel:
+def plan_model(model, input_shape=None, target="llvm", sparse: str = "auto", profile=None,
+               winograd: bool = True) -> PlannedModel:
     """Import ``model`` (see :func:`frontend.import_model`), find its layers and plan each.
 
     ``target``: see :func:`targets.parse`. ``sparse``: ``auto`` (the performance model chooses)
     | ``always`` | ``never``. ``profile``: a :class:`profiles.Profile`, its path, or ``None`` for the
-    target's calibrated one (else the built-in profile, with a warning).
+    target's calibrated one (else the built-in profile, with a warning). ``winograd=False``: no
+    Winograd kernels, every dense layer runs the direct convolution (its numerics).
     """
     if sparse not in SPARSE_MODES:  # before the (slow) import
         raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}")
@@ -45,6 +47,6 @@ def plan_model(model, input_shape=None, target="llvm", sparse: str = "auto", pro
     imported = frontend.import_model(model, input_shape)
     log.info("imported %s in %.1f s", imported.source, time.perf_counter() - start)
     layers = passes.find_layers(imported.mod, imported.layer_names)
-    plan = make_plan(layers, sparse, prof)
+    plan = make_plan(layers, sparse, prof, winograd)
     log.info("plan:\n%s", format_plan(plan))
     return PlannedModel(imported, layers, plan, tgt, prof)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import kinds, perf_model, sparse
-from .layer import Layer
+from .layer import Layer, conv_spec
+from .ops import winograd
 
 SPARSE_MODES = ("auto", "always", "never")
 
@@ -33,7 +34,7 @@ class LayerPlan:
     groups: int
     epilogue: str  # e.g. "bias+residual+relu"
     sparsity: float
-    kernel: str  # a kernel kind: dense | csr | bsr{R}
+    kernel: str  # a kernel kind: dense | winograd{m} | csr | bsr{R}
     reason: str
     predicted_ms: dict = field(default_factory=dict)  # kind -> performance-model time
 
@@ -67,17 +68,45 @@ def sparse_kind(layer: Layer) -> str:
     return kinds.CSR
 
 
-def candidates(layer: Layer, profile=None) -> list[str]:
-    """The kernel kinds that can run ``layer``: dense, CSR, and the BSR kind its weight suits.
+def winograd_support(layer: Layer, profile=None) -> str | None:
+    """Why ``layer`` cannot run a Winograd kernel, or ``None`` when it can."""
+    if layer.op != "conv2d":
+        return "linear"
+    if profile is not None and profile.cuda:
+        return "Winograd kernels are x86 only"
+    return winograd.supports(conv_spec(layer))
+
+
+def dense_candidates(layer: Layer, profile=None, use_winograd: bool = True) -> list[str]:
+    """The dense-weight kinds that can run ``layer``: direct, and Winograd F(2x2) and F(4x4) for
+    3x3 stride-1 convs (``use_winograd=False``: direct only, the opt-out for direct numerics)."""
+    if not use_winograd or winograd_support(layer, profile) is not None:
+        return [kinds.DENSE]
+    from .schedules.x86.rules import WINOGRAD_TILES  # noqa: PLC0415 - x86 rule
+
+    return [kinds.DENSE] + [kinds.winograd(m) for m in WINOGRAD_TILES]
+
+
+def best_dense(layer: Layer, profile, use_winograd: bool = True) -> tuple[str, float]:
+    """(the predicted-fastest dense-weight kind, its predicted seconds) for ``layer``."""
+    times = {k: perf_model.predict(layer, k, profile) for k in dense_candidates(layer, profile, use_winograd)}
+    kind = min(times, key=lambda k: (times[k], k != kinds.DENSE))
+    return kind, times[kind]
+
+
+def candidates(layer: Layer, profile=None, use_winograd: bool = True) -> list[str]:
+    """The kernel kinds that can run ``layer``: the dense ones (:func:`dense_candidates`), CSR,
+    and the BSR kind its weight suits.
     Blocks of 8 output channels are also blocks of 4, and on a CPU with 16 vector registers (fewer
     than 16 fp32 lanes: AVX2) BSR4 measured 1.1-1.3x faster than BSR8 on them (RESULTS.md, session
     5), so both compete there; with 32 registers and on GPUs only BSR8 was measured."""
+    dense = dense_candidates(layer, profile, use_winograd)
     if sparse_support(layer) is not None:
-        return [kinds.DENSE]
+        return dense
     rows = kinds.block_rows(sparse_kind(layer))
     few_registers = profile is not None and not profile.cuda and profile.lanes < 16
     also = [4] if rows == 8 and few_registers else []
-    return [kinds.DENSE, kinds.CSR] + [kinds.bsr(r) for r in [rows, *also] if r > 1]
+    return dense + [kinds.CSR] + [kinds.bsr(r) for r in [rows, *also] if r > 1]
 
 
 # ---------------------------------------------------------------- the choice
@@ -91,9 +120,10 @@ def capacity(layer: Layer, kind: str) -> float:
     return float(-(-oc // rows) * (layer.weight.size // oc))
 
 
-def break_even(layer: Layer, kind: str, profile) -> float | None:
-    """Sparsity above which ``kind`` is predicted faster than dense (``None``: never)."""
-    t_dense = perf_model.predict(layer, kinds.DENSE, profile)
+def break_even(layer: Layer, kind: str, profile, against: str = kinds.DENSE) -> float | None:
+    """Sparsity above which ``kind`` is predicted faster than the dense kind ``against``
+    (``None``: never)."""
+    t_dense = perf_model.predict(layer, against, profile)
     fixed = perf_model.predict(layer, kind, profile, nnz=0.0)
     full = capacity(layer, kind)
     per_nnz = (perf_model.predict(layer, kind, profile, nnz=full) - fixed) / full
@@ -109,43 +139,69 @@ class Choice:
     kind: str
     times: dict  # kind -> predicted seconds, every candidate
     reason: str
-    break_even: float | None = None  # sparsity above which the sparse kind beats dense
+    break_even: float | None = None  # sparsity above which the sparse kind beats the best dense kind
 
 
-def choose(layer: Layer, profile) -> Choice:
-    """The predicted-fastest kernel kind for ``layer`` with every candidate's time and a reason."""
-    options = candidates(layer, profile)
+def _dense_choice(options: list[str], times: dict) -> tuple[str, str]:
+    """The fastest dense-weight kind and why, when there is a choice (ties go to direct)."""
+    dense = [k for k in options if not kinds.is_sparse(k)]
+    best = min(dense, key=lambda k: (times[k], k != kinds.DENSE))
+    if len(dense) == 1:
+        return best, ""
+    runner_up = min((k for k in dense if k != best), key=times.get)
+    return best, (f"{best} {times[best] * 1e3:.3f} ms < {runner_up} {times[runner_up] * 1e3:.3f} ms "
+                  f"({times[runner_up] / times[best]:.1f}x)")
+
+
+def choose(layer: Layer, profile, use_winograd: bool = True, allow_sparse: bool = True) -> Choice:
+    """The predicted-fastest kernel kind for ``layer`` with every candidate's time and a reason.
+
+    A sparse kind is weighed against the fastest dense kind (Winograd where it runs and pays), so
+    its break-even sparsity is the one against that kind, and the reason names it.
+    ``allow_sparse=False`` chooses among the dense kinds only (``sparse="never"``)."""
+    options = candidates(layer, profile, use_winograd)
     times = {k: perf_model.predict(layer, k, profile) for k in options}
-    best = min(options, key=lambda k: (times[k], k != kinds.DENSE))  # ties go to dense
-    sparse_kinds = [k for k in options if k != kinds.DENSE]
-    if not sparse_kinds:
-        return Choice(kinds.DENSE, times, sparse_support(layer) or "dense only")
-    rival = best if best != kinds.DENSE else min(sparse_kinds, key=times.get)
-    even = break_even(layer, rival, profile)
+    best_dense, dense_reason = _dense_choice(options, times)
+    sparse_kinds = [k for k in options if kinds.is_sparse(k)]
+    if not sparse_kinds or not allow_sparse:
+        parts = [p for p in (dense_reason, sparse_support(layer) if allow_sparse else "sparse='never'") if p]
+        return Choice(best_dense, times, "; ".join(parts) or "dense only")
+    rival = min(sparse_kinds, key=times.get)
+    even = break_even(layer, rival, profile, best_dense)
     ms = {k: times[k] * 1e3 for k in options}
-    if best != kinds.DENSE:
-        reason = (f"{best} {ms[best]:.3f} ms < dense {ms['dense']:.3f} ms "
-                  f"({times['dense'] / times[best]:.1f}x; pays above sparsity {even:.2f})")
-    elif even is None:
-        reason = f"dense {ms['dense']:.3f} ms; {rival} never pays here (its fixed cost alone is more)"
+    if times[rival] < times[best_dense]:
+        reason = (f"{rival} {ms[rival]:.3f} ms < {best_dense} {ms[best_dense]:.3f} ms "
+                  f"({times[best_dense] / times[rival]:.1f}x; pays above sparsity {even:.2f})")
+        return Choice(rival, times, reason, even)
+    against = f" against {best_dense}" if best_dense != kinds.DENSE else ""
+    if even is None:
+        sparse_part = f"{rival} never pays here{against} (its fixed cost alone is more)"
     else:
-        reason = (f"dense {ms['dense']:.3f} ms < {rival} {ms[rival]:.3f} ms "
-                  f"({rival} pays above sparsity {even:.2f})")
-    return Choice(best, times, reason, even)
+        sparse_part = f"{rival} pays above sparsity {even:.2f}{against}"
+    if dense_reason:
+        reason = f"{dense_reason}; {sparse_part}"
+    else:
+        reason = f"dense {ms['dense']:.3f} ms < {rival} {ms[rival]:.3f} ms ({sparse_part})"
+    return Choice(best_dense, times, reason, even)
 
 
-def decide(layer: Layer, sparse_mode: str, profile=None) -> tuple[str, str, dict]:
+def decide(layer: Layer, sparse_mode: str, profile=None, use_winograd: bool = True) -> tuple[str, str, dict]:
     """(kernel kind, reason, predicted ms per candidate kind) for ``layer`` under ``sparse_mode``.
 
-    ``auto`` takes :func:`choose`'s answer (it needs ``profile``); ``always`` and ``never`` override
-    it. The predicted times are filled in whenever a profile is given.
+    ``auto`` takes :func:`choose`'s answer (it needs ``profile``); ``always`` runs the sparse
+    kind wherever one can run; ``never`` chooses among the dense kinds only (direct without a
+    profile). The predicted times are filled in whenever a profile is given.
+    ``use_winograd=False`` keeps every dense layer on the direct kernel.
     """
     if sparse_mode not in SPARSE_MODES:
         raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse_mode!r}")
-    choice = choose(layer, profile) if profile is not None else None
+    choice = choose(layer, profile, use_winograd) if profile is not None else None
     predicted = {k: round(t * 1e3, 4) for k, t in choice.times.items()} if choice else {}
     if sparse_mode == "never":
-        return kinds.DENSE, "sparse='never'", predicted
+        if profile is None:
+            return kinds.DENSE, "sparse='never'", predicted
+        never = choose(layer, profile, use_winograd, allow_sparse=False)
+        return never.kind, never.reason, predicted
     unsupported = sparse_support(layer)
     if unsupported:
         return kinds.DENSE, unsupported, predicted
@@ -159,11 +215,13 @@ def decide(layer: Layer, sparse_mode: str, profile=None) -> tuple[str, str, dict
     return choice.kind, choice.reason, predicted
 
 
-def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None) -> list[LayerPlan]:
-    """One :class:`LayerPlan` per layer (``profile``: a ``profiles.Profile``, needed for auto)."""
+def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None,
+              use_winograd: bool = True) -> list[LayerPlan]:
+    """One :class:`LayerPlan` per layer (``profile``: a ``profiles.Profile``, needed for auto;
+    ``use_winograd=False``: dense layers stay on the direct kernel)."""
     rows = []
     for layer in layers:
-        kernel, reason, predicted = decide(layer, sparse_mode, profile)
+        kernel, reason, predicted = decide(layer, sparse_mode, profile, use_winograd)
         conv = layer.op == "conv2d"
         rows.append(LayerPlan(
             index=layer.index, name=layer.name, op=layer.op, in_shape=layer.in_shape,
@@ -192,8 +250,8 @@ def _kind_order(kind: str) -> tuple:
     return (kinds.FAMILIES.index(parsed.family), parsed.rows)
 
 
-def _ms(value) -> str:
-    return f"{value:>8.3f}" if value is not None else f"{'-':>8}"
+def _ms(value, width: int = 8) -> str:
+    return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
 
 
 NEAR_TIE = 1.05  # a choice within 5% of the measured fastest counts as right
@@ -205,20 +263,23 @@ def format_plan(rows: list[LayerPlan], measured: list[dict] | None = None) -> st
     the measured fastest and whether the choice is within 5% of it."""
     columns = sorted({k for r in rows for k in r.predicted_ms} | ({k for m in measured for k in m}
                                                                   if measured else set()), key=_kind_order)
+    widths = {k: max(8, len(k)) for k in columns}
+    mwidths = {k: max(8, len(k) + 2) for k in columns}
+    choice = max([6] + [len(r.kernel) for r in rows])
     head = (f"{'#':>3} {'layer':<26} {'op':<6} {'shape':<24} {'sparsity':>8} "
-            + " ".join(f"{k:>8}" for k in columns) + f" {'choice':<6}")
+            + " ".join(f"{k:>{widths[k]}}" for k in columns) + f" {'choice':<{choice}}")
     if measured:
-        head += " " + " ".join(f"{'m.' + k:>8}" for k in columns) + f" {'fastest':<7} ok"
+        head += " " + " ".join(f"{'m.' + k:>{mwidths[k]}}" for k in columns) + f" {'fastest':<{choice}} ok"
     head += "  reason"
     lines = [head, "-" * len(head)]
     for i, r in enumerate(rows):
         line = (f"{r.index:>3} {r.name[:26]:<26} {r.op:<6} {shape_text(r):<24} {r.sparsity:>8.3f} "
-                + " ".join(_ms(r.predicted_ms.get(k)) for k in columns) + f" {r.kernel:<6}")
+                + " ".join(_ms(r.predicted_ms.get(k), widths[k]) for k in columns) + f" {r.kernel:<{choice}}")
         if measured:
             m = measured[i]
             fastest = min(m, key=m.get)
             right = m[r.kernel] <= NEAR_TIE * m[fastest]
-            line += (" " + " ".join(_ms(m.get(k)) for k in columns)
-                     + f" {fastest:<7} {'yes' if right else 'NO '}")
+            line += (" " + " ".join(_ms(m.get(k), mwidths[k]) for k in columns)
+                     + f" {fastest:<{choice}} {'yes' if right else 'NO '}")
         lines.append(line + "  " + r.reason)
     return "\n".join(lines)

@@ -51,6 +51,8 @@ BUILTIN = {
     "call": 1e-7,
     "dense.flop": 1 / 240e9, "dense.flop_1x1": 1 / 220e9, "dense.flop_grouped": 1 / 65e9,
     "dense.store": 4e-9, "dense.pad_byte": 1 / 50e9,
+    "winograd.flop": 1 / 240e9, "winograd.input": 0.03e-9, "winograd.output": 0.6e-9,
+    "winograd.weight_byte": 1 / 300e9, "winograd.weight_dram_byte": 1 / 50e9, "winograd.scratch_byte": 1 / 100e9,
     "csr.flop": 1 / 105e9, "csr.flop_1x1": 1 / 100e9, "csr.step": 10e-9, "csr.step_1x1": 1e-9,
     "bsr.flop": 1 / 240e9, "bsr.step": 2.5e-9,
     "sparse.byte": 1 / 85e9,
@@ -72,12 +74,11 @@ _CONSERVATIVE = 1.25
 _SPARSE_TERMS = ("csr.", "bsr.", "sparse.", "csr_linear.")
 
 
-def builtin_profile(target) -> Profile:
-    """The conservative profile used when the target has no calibrated one."""
-    if target.kind.name == "cuda":
-        return Profile(targets.tag(target), dict(BUILTIN_CUDA), 1,
-                       {"note": "built-in CUDA estimates, not measured on a GPU"})
-    lanes = targets.vector_lanes(target)
+def builtin_coefficients(lanes: int, cuda: bool = False) -> dict[str, float]:
+    """The built-in coefficients for a vector width (FLOP terms scaled, sparse terms made
+    conservative)."""
+    if cuda:
+        return dict(BUILTIN_CUDA)
     coef = {}
     for name, value in BUILTIN.items():
         if "flop" in name:
@@ -85,7 +86,17 @@ def builtin_profile(target) -> Profile:
         if name.startswith(_SPARSE_TERMS):
             value *= _CONSERVATIVE
         coef[name] = value
-    return Profile(targets.tag(target), coef, lanes, {"note": "built-in conservative profile"})
+    return coef
+
+
+def builtin_profile(target) -> Profile:
+    """The conservative profile used when the target has no calibrated one."""
+    if target.kind.name == "cuda":
+        return Profile(targets.tag(target), builtin_coefficients(1, True), 1,
+                       {"note": "built-in CUDA estimates, not measured on a GPU"})
+    lanes = targets.vector_lanes(target)
+    return Profile(targets.tag(target), builtin_coefficients(lanes), lanes,
+                   {"note": "built-in conservative profile"})
 
 
 def tuning_logs_root() -> Path:
@@ -110,10 +121,19 @@ def read_profile(path: str | os.PathLike) -> Profile:
         raise ProfileError(f"{path}: no target tag")
     names = coefficient_names(data["target"])
     coef = data.get("coefficients")
-    if not isinstance(coef, dict) or set(coef) != set(names) or not all(
-            isinstance(v, (int, float)) and v >= 0 for v in coef.values()):
+    if not isinstance(coef, dict) or not set(coef) <= set(names) or not all(
+            isinstance(v, (int, float)) and v >= 0 for v in coef.values()) or not coef:
         raise ProfileError(f"{path}: coefficients missing or invalid (expected non-negative numbers "
                            f"for {', '.join(names)})")
+    missing = [n for n in names if n not in coef]
+    if missing:  # a profile calibrated before a kernel kind existed: its terms come built in
+        lanes = int(data.get("lanes", 16))
+        builtin = builtin_coefficients(lanes, data["target"].startswith("cuda"))
+        coef = {**coef, **{n: builtin[n] for n in missing}}
+        warnings.warn(f"{path}: profile has no {', '.join(missing)} (calibrated by an older version); "
+                      "using built-in values for them (run `fscnn-tvm calibrate` again)",
+                      ProfileWarning, stacklevel=3)
+        data = {**data, "builtin_coefficients": missing}
     if data.get("tvm", tvm.__version__) != tvm.__version__:
         warnings.warn(f"{path}: profile measured with TVM {data['tvm']}, this is {tvm.__version__}; "
                       "its rates may be off (run `fscnn-tvm calibrate` again)", ProfileWarning, stacklevel=3)

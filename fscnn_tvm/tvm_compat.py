@@ -121,6 +121,16 @@ def records_of(db, func: tvm.tirx.PrimFunc) -> list:
     return [r for r in db.get_all_tuning_records() if r.workload.same_as(workload)]
 
 
+def winograd_matrices(m: int, r: int):
+    """(A, B, G) of Winograd F(m, r) as float64 numpy arrays: the Cook-Toom matrices topi uses,
+    with the interpolation points of Barabasz et al. (the most accurate in fp32). topi only
+    exposes them as TE constants; its numpy helpers are private, so they are reached here."""
+    from tvm.topi.nn import winograd_util  # noqa: PLC0415
+
+    points = winograd_util._interpolation_points(m + r - 2)  # noqa: SLF001
+    return winograd_util._cook_toom_convolution(points, m, r)  # noqa: SLF001
+
+
 def torch_convert_map() -> dict:
     """The torch ops TVM's ExportedProgram importer converts (a private table: no public listing
     exists, and we list every unsupported op at once before importing)."""

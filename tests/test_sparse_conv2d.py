@@ -92,19 +92,23 @@ def _builtin_profile():
     return profiles.builtin_profile(targets.parse("llvm"))
 
 
-@pytest.mark.parametrize("mode,expected", [("never", "dense"), ("auto", "csr"), ("always", "csr")])
+@pytest.mark.parametrize("mode,expected", [("never", "winograd4"), ("auto", "csr"), ("always", "csr")])
 def test_sparse_modes(mode, expected):
+    """never: the fastest dense-weight kernel (Winograd F(4x4) here), never a sparse one."""
     block = sparsify_(randomize_(conv_block(32, 64, 3, padding=1)), 0.9)
     compiled = check_against_torch(block, (1, 32, 28, 28), sparse=mode, profile=_builtin_profile())
     assert compiled.plan[0].kernel == expected and compiled.plan[0].reason
+    if mode == "never":
+        assert "sparse='never'" in compiled.plan[0].reason
 
 
 def test_auto_keeps_low_sparsity_dense():
     block = sparsify_(randomize_(conv_block(32, 64, 3, padding=1)), 0.3)
     compiled = check_against_torch(block, (1, 32, 28, 28), sparse="auto", profile=_builtin_profile())
     row = compiled.plan[0]
-    assert row.kernel == "dense" and "csr pays above sparsity" in row.reason
-    assert row.predicted_ms["dense"] < row.predicted_ms["csr"]
+    assert row.kernel == "winograd4" and "csr pays above sparsity" in row.reason
+    assert row.reason.endswith("against winograd4")
+    assert row.predicted_ms["winograd4"] < min(row.predicted_ms["dense"], row.predicted_ms["csr"])
 
 
 @pytest.mark.parametrize("spec", ["resnet18@0.9", "vgg16@0.9:8x1", "mobilenet_v2@0.9", "alexnet@0.9",

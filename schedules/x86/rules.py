@@ -11,6 +11,10 @@ from __future__ import annotations
 from fscnn_tvm.kinds import Compute
 from fscnn_tvm.ops.conv2d import Conv2dSpec, oc_vectorizable
 from fscnn_tvm.ops.sparse_conv2d import SparseConvLayout
+from fscnn_tvm.ops.winograd import WinogradLayout
+
+
+FMA_IN_FLIGHT = 8  # independent FMAs a core needs to hide FMA latency (Zen 4/5, Intel: 2 pipes x 4)
 
 
 def registers_budget(lanes: int) -> int:
@@ -47,6 +51,65 @@ def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None) -> tupl
         return Compute.CONV2D_OC_BLOCKED, ow, oc_block
     best = min(range(max(2, max_tile // 2), max_tile + 1), key=lambda t: (-(-ow // t) * t - ow, -t))
     return Compute.CONV2D_OC_BLOCKED, best, oc_block
+
+
+WINOGRAD_TILES = (2, 4)  # F(6x6, 3x3) compiles ~10x slower and measured slower here (RESULTS.md)
+# L2 per core of the machines the rules were measured on: Zen 4/5 (AVX-512) 1 MB, Zen 3 (AVX2) 512 KB
+L2_BYTES = {16: 1 << 20, 8: 512 << 10}
+L3_SHARE = 24 << 20  # what one core keeps in L3 between two calls of a kernel (32 MB L3 here)
+
+
+def winograd_gemm_tile(spec: Conv2dSpec, tile: int, lanes: int) -> tuple[int, int]:
+    """(p_tile, oc_block) of the Winograd GEMM's register tile: ``p_tile`` consecutive tiles of a
+    row x one or two vectors of output channels, within the direct kernel's accumulator budget,
+    wasting the fewest padded tiles (a row is computed in whole register blocks) and channels;
+    a tile of fewer than 8 accumulators waits on FMA latency."""
+    budget = registers_budget(lanes)
+    tw = -(-spec.out_width // tile)
+    best = None
+    for vecs in (1, 2) if spec.out_channels > lanes else (1,):
+        ocp = -(-spec.out_channels // (vecs * lanes)) * vecs * lanes
+        for pt in range(1, min(tw, budget // vecs) + 1):
+            work = -(-tw // pt) * pt * ocp * max(1.0, FMA_IN_FLIGHT / (pt * vecs))
+            key = (work, vecs, -pt)
+            if best is None or key < best[0]:
+                best = (key, pt, vecs * lanes)
+    return best[1], best[2]
+
+
+def winograd_block_rows(spec: Conv2dSpec, tile: int, lanes: int, p_tile: int) -> int:
+    """Tile rows per block of the Winograd kernel (a divisor of the tile rows).
+
+    A block's transformed input ``V`` and GEMM output ``M`` (``4 a^2 (IC + OC)`` bytes per tile)
+    stay near L1/L2 only if the block is small, but every block streams all of ``U``, the
+    transformed weights (``4 a^2 IC OC`` bytes). The rule takes the block that moves the fewest
+    bytes: ``U`` per block (a tenth of it while ``U`` fits L3, a re-read being cheap) plus ``V`` and ``M`` written and
+    read back for the part of the block beyond half of L2 (``U`` and the input share it). Deep
+    layers on small maps (``U`` of tens of MB) get one block per image; wide maps small blocks.
+    """
+    a2 = (tile + 2) ** 2
+    th, tw = -(-spec.out_height // tile), -(-spec.out_width // tile)
+    twp = -(-tw // p_tile) * p_tile
+    room = L2_BYTES.get(lanes, L2_BYTES[8]) / 2
+    ocp = -(-spec.out_channels // lanes) * lanes
+    u_bytes = 4.0 * a2 * spec.in_channels * ocp
+    u_weight = 0.1 if u_bytes <= L3_SHARE else 1.0
+
+    def traffic(rows: int) -> float:
+        blocks = spec.batch * th // rows
+        scratch = 4.0 * a2 * (spec.in_channels + ocp) * rows * twp
+        return blocks * (u_bytes * u_weight + 2 * scratch * max(0.0, 1 - room / scratch))
+
+    return min((r for r in range(1, th + 1) if th % r == 0), key=lambda r: (traffic(r), -r))
+
+
+def winograd_layout(spec: Conv2dSpec, tile: int, lanes: int, p_tile: int | None = None,
+                    block_rows: int | None = None) -> WinogradLayout:
+    """The Winograd kernel's layout by the rules above (``p_tile``, ``block_rows``: tuned
+    choices instead)."""
+    pt, oc_block = winograd_gemm_tile(spec, tile, lanes)
+    pt = p_tile or pt
+    return WinogradLayout(spec, tile, oc_block, pt, block_rows or winograd_block_rows(spec, tile, lanes, pt))
 
 
 def linear_out_block(out_features: int, lanes: int) -> int:
