@@ -38,12 +38,14 @@ class Tiny(torch.nn.Module):
         self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
         self.conv1 = torch.nn.Conv2d(16, 64, 3, padding=1)
         self.conv2 = torch.nn.Conv2d(64, 64, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(64, 64, 3, padding=1)  # dense: runs Winograd
         self.fc = torch.nn.Linear(64, 10)
 
     def forward(self, x):
         x = torch.relu(self.stem(x))
         y = torch.relu(self.conv1(x))
         y = torch.relu(self.conv2(y) + y)
+        y = torch.relu(self.conv3(y))
         return self.fc(y.mean((2, 3)))
 
 
@@ -90,7 +92,8 @@ def test_tune_writes_records_and_meta(tuned):
     assert meta["tvm"] and meta["target"] == targets.tag(targets.parse("llvm")) and meta["host_cpu"]
     assert meta["trials"] == TRIALS and meta["date"]
     kinds = sorted(e["kind"] for e in meta["tasks"].values())
-    assert kinds == ["csr", "csr", "dense"], kinds  # the stem (dense) and both sparse convs
+    # the stem (direct), both sparse convs and the dense 3x3 (Winograd)
+    assert kinds[:3] == ["csr", "csr", "dense"] and kinds[3].startswith("winograd"), kinds
     for name, entry in meta["tasks"].items():
         assert entry["done"] and entry["trials"] >= 1, name
         assert 0 < entry["hand_ms"] < float("inf"), name
@@ -101,11 +104,14 @@ def test_tune_writes_records_and_meta(tuned):
             assert entry["config"] == {} and entry["record_task"] is None, name
     dense = next(e for e in meta["tasks"].values() if e["kind"] == "dense")
     assert dense["trials"] >= TRIALS  # MetaSchedule measured the trial budget (per output-channel block)
-    assert measurements(meta) >= TRIALS + 2 * 3  # sparse: >= 3 configurations each
+    assert measurements(meta) >= TRIALS + 3 * 3  # sparse and Winograd: >= 3 configurations each
+    winograd = next(e for e in meta["tasks"].values() if e["kind"].startswith("winograd"))
+    measured_knobs = {k for m in winograd["measured"] for k in m["config"]}
+    assert measured_knobs == {"p_tile", "block_rows"}, winograd["measured"]
     # compacted: one record per configuration in use, one workload each
     used = sum(e["use_record"] for e in meta["tasks"].values())
     assert meta["compacted"] and sorted(w for w, _ in database_lines(folder)) == list(range(used))
-    assert "tuned 3 tasks" in report.format()
+    assert "tuned 4 tasks" in report.format()
 
 
 def test_compile_from_records_matches_torch(tuned, profile, caplog):
@@ -150,7 +156,7 @@ def test_rerun_of_a_finished_log_measures_nothing(tuned, profile):
     before = (folder / "database_tuning_record.json").read_text()
     report = fscnn_tvm.tune(model, SHAPE, trials=TRIALS, log_dir=folder, profile=profile)
     assert (folder / "database_tuning_record.json").read_text() == before
-    assert len(report.tasks) == 3
+    assert len(report.tasks) == 4
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -200,7 +206,7 @@ def test_killed_job_resumes_and_loses_nothing(tmp_path, profile):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TuningLogWarning)
         report = fscnn_tvm.tune(str(pt2), trials=TRIALS, log_dir=folder, profile=profile)
-    assert len(report.tasks) == 3 and all(e["done"] for e in report.tasks.values())
+    assert len(report.tasks) == 4 and all(e["done"] for e in report.tasks.values())
     for name, entry in finished.items():  # finished tasks kept their records and were not measured again
         assert report.tasks[name] == entry
         assert entry["trials"] >= 1
@@ -320,7 +326,7 @@ def test_rpc_loopback_two_servers(tmp_path, profile):
                                 rpc_tracker=f"127.0.0.1:{port}", rpc_key="fscnn-test")
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["runner"] == f"rpc fscnn-test@127.0.0.1:{port}"
-        assert len(report.tasks) == 3
+        assert len(report.tasks) == 4
         for name, entry in report.tasks.items():
             assert entry["done"] and 0 < entry["hand_ms"] < float("inf"), name
         assert measurements(meta) >= 2 + 2 * 3

@@ -17,7 +17,9 @@ idea in MetaSchedule form:
   the compute and the weight arrays, so each configuration is its own workload (a *variant* of the
   base task), measured with the hand schedule and committed to the same database as a record.
   Knobs are tuned one after another, a handful of values each (``sparse_stages``): ~10
-  measurements per kernel. (The performance model cannot rank them: it counts instructions and
+  measurements per kernel;
+- Winograd conv: the same staged sweep over its tiles per GEMM register block and tile rows per
+  block (``winograd_stages``). (The performance model cannot rank them: it counts instructions and
   traffic, not the register spills and cache fit these knobs trade.)
 
 Linear layers and grouped convs keep their hand schedules: they have no knob worth a trial.
@@ -60,7 +62,7 @@ from .apply import TunedSchedules
 from .measure import builder as make_builder
 from .measure import make_runner, parse_rpc
 from .records import compact, default_log_dir, open_database, start_meta, write_meta
-from .search import decide, search, tune_sparse
+from .search import decide, search, tune_knobs
 from .tasks import DEFAULT_TRIALS, extract_tasks, oc_block_options, variant
 
 __all__ = ["DEFAULT_TRIALS", "TuneReport", "TunedSchedules", "default_log_dir", "extract_tasks", "tune"]
@@ -85,12 +87,13 @@ class TuneReport:
 
 def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, log_dir=None,
          sparse: str = "auto", profile=None, rpc_tracker: str | None = None, rpc_key: str | None = None,
-         progress: bool = False) -> TuneReport:
+         progress: bool = False, winograd: bool = True) -> TuneReport:
     """Tune ``model``'s kernels for ``target`` and write the records (see the module docstring).
 
     ``trials``: MetaSchedule trials per dense-conv task (sparse convs measure a fixed handful of
     configurations). ``log_dir``: default ``tuning_logs/<target-tag>/<model>/``. ``sparse`` and
-    ``profile`` must be those the model will be compiled with (they make the plan, hence the tasks).
+    ``profile`` (and ``winograd``) must be those the model will be compiled with (they make the plan,
+    hence the tasks).
     """
     start = time.perf_counter()
     tgt = targets.parse(target)
@@ -103,7 +106,7 @@ def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, l
     folder.mkdir(parents=True, exist_ok=True)
     meta = start_meta(folder, tgt, trials, model)
     meta["runner"] = "local" if rpc is None else f"rpc {rpc[2]}@{rpc[0]}:{rpc[1]}"
-    planned = plan_model(model, input_shape, tgt, sparse, profile)
+    planned = plan_model(model, input_shape, tgt, sparse, profile, winograd)
     tasks = extract_tasks(planned.layers, planned.plan, tgt, trials)
     db = open_database(folder)
     bar = tqdm(tasks, desc="tune", unit="task", file=sys.stderr, disable=not progress)
@@ -117,7 +120,7 @@ def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, l
             label = f"{base.layers[0]} ({base.kind})"
             bar.set_postfix_str(label)
             if base.space == "fixed":
-                group = tune_sparse(base, db, tgt, runner, builder, scratch,
+                group = tune_knobs(base, db, tgt, runner, builder, scratch,
                                      lambda text, label=label: bar.set_postfix_str(f"{label} {text}"))
             else:  # every output-channel block, its register tile searched by MetaSchedule
                 lanes = targets.vector_lanes(tgt)

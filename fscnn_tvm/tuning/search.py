@@ -8,13 +8,11 @@ from pathlib import Path
 
 import tvm
 
-from .. import kinds, targets
-from ..layer import conv_spec
-from ..schedules.x86 import rules as x86_rules
+from .. import targets
 from ..tvm_compat import fresh_copy, no_tensor_intrinsics, plain_text_statistics, records_of
 from .measure import measure, save_arguments
 from .records import best_func, record_seconds, seconds
-from .tasks import Task, sparse_stages, variant
+from .tasks import Task, knob_stages, variant
 
 MARGIN = 0.97  # a record is used only if it measured at least 3% faster than the hand schedule
 
@@ -63,15 +61,13 @@ def search(task: Task, db, target, runner, builder, work_dir: str, scratch: Path
                       task_scheduler="round-robin")
 
 
-def tune_sparse(base: Task, db, target, runner, builder, scratch: Path, progress) -> list[Task]:
-    """Tune a sparse conv's knobs stage by stage (``sparse_stages``); returns every configuration
-    measured, the hand one first."""
-    lanes = targets.vector_lanes(target)
-    layout = x86_rules.sparse_conv_layout(conv_spec(base.layer), kinds.block_rows(base.kind), lanes)
-    hand = {"tile_vectors": layout.tile // lanes, "chunks": layout.chunks, "align": layout.align}
+def tune_knobs(base: Task, db, target, runner, builder, scratch: Path, progress) -> list[Task]:
+    """Tune a fixed-workload kernel's knobs (sparse conv, Winograd) stage by stage
+    (``tasks.knob_stages``); returns every configuration measured, the hand one first."""
+    hand, stages = knob_stages(base, targets.vector_lanes(target))
     seen = {base.name: base}
     best: dict = {}
-    for stage in sparse_stages(layout, lanes):
+    for stage in stages:
         group = []
         for values in itertools.product(*stage.values()):
             config = {k: v for k, v in {**best, **dict(zip(stage, values))}.items() if v != hand[k]}

@@ -3,8 +3,8 @@
 A dense conv's register tile is sampled inside its schedule (``schedules/x86/conv2d.space``) and
 searched by MetaSchedule for each output-channel block (a compute-level knob, so each block is its
 own workload). A sparse conv's knobs (register tile in vectors, input-channel chunks, aligned
-layout) shape the compute and the weight arrays: each configuration is its own workload, a fixed
-(hand-scheduled) variant of the base task.
+layout) and a Winograd conv's (tiles per GEMM register block, tile rows per block) shape the
+compute: each configuration is its own workload, a fixed (hand-scheduled) variant of the base task.
 """
 from __future__ import annotations
 
@@ -62,6 +62,31 @@ def sparse_stages(layout, lanes: int) -> list[dict[str, list[int]]]:
     return stages
 
 
+def winograd_stages(layout) -> list[dict[str, list[int]]]:
+    """The Winograd kernel's knobs, in stages: the GEMM's register block (tiles of a row), then
+    the tile rows per block (every divisor of the tile rows up to 16, and all of them: small
+    blocks keep V and M in L2, large ones stream U fewer times)."""
+    tw, th = layout.tiles_w, layout.tiles_h
+    tiles = sorted({t for t in (layout.p_tile, 4, 7, 8, 10, 12, 14, 16, tw) if 1 <= t <= min(tw, 16)})
+    rows = sorted({r for r in range(1, min(th, 16) + 1) if th % r == 0} | {th, layout.block_rows})
+    return [{"p_tile": tiles}, {"block_rows": rows}]
+
+
+def knob_stages(base: Task, lanes: int) -> tuple[dict, list[dict[str, list[int]]]]:
+    """(the rules' knobs, the stages to sweep) of a fixed-workload task (sparse conv, Winograd)."""
+    from .. import kinds  # noqa: PLC0415
+    from ..schedules.x86 import rules as x86_rules  # noqa: PLC0415
+
+    spec = conv_spec(base.layer)
+    parsed = kinds.Kind.parse(base.kind)
+    if parsed.family == "winograd":
+        layout = x86_rules.winograd_layout(spec, parsed.rows, lanes)
+        return {"p_tile": layout.p_tile, "block_rows": layout.block_rows}, winograd_stages(layout)
+    layout = x86_rules.sparse_conv_layout(spec, parsed.rows, lanes)
+    hand = {"tile_vectors": layout.tile // lanes, "chunks": layout.chunks, "align": layout.align}
+    return hand, sparse_stages(layout, lanes)
+
+
 def variant(base: Task, config: dict, target, trials: int = 1) -> Task:
     """``base``'s kernel built with ``config``: a sparse conv's is a fixed, hand-scheduled
     workload; a dense conv's is searched by MetaSchedule (``trials``)."""
@@ -112,7 +137,7 @@ def extract_tasks(layers: list, plan: list, target: tvm.target.Target, trials: i
         if kind == Compute.CONV2D_OC_BLOCKED:
             n = min(trials, len(x86_conv.ow_tile_candidates(kernel.func)))
             tasks[name] = Task(name, name, {}, kernel, kernel.func, "ow_tile", n, layer, row.kernel, [layer.name])
-        elif kind == Compute.SPARSE_CONV2D:
+        elif kind in (Compute.SPARSE_CONV2D, Compute.CONV2D_WINOGRAD):
             tasks[name] = Task(name, name, {}, kernel, schedule_func(kernel.func, target), "fixed", 1,
                                layer, row.kernel, [layer.name])
     return list(tasks.values())
