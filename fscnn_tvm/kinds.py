@@ -83,6 +83,7 @@ class Compute:
     SPARSE_DENSE = "sparse_dense"  # ops/sparse_dense.py, CSR linear
     CUDA_CONV2D = "cuda_conv2d"  # ops/cuda_conv2d.py, the one CUDA conv (dense = full BSR)
     CUDA_LINEAR = "cuda_linear"  # ops/cuda_linear.py
+    MAX_POOL2D = "max_pool2d"  # nan_safe.legalize_max_pool2d, NaN-keeping window max (no kernel kind)
 
 
 def compute_of(func: tvm.tirx.PrimFunc) -> str | None:

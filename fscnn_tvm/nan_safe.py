@@ -16,6 +16,10 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx
 
+from .kinds import KERNEL_ATTR, Compute
+
+OPAQUE = 8  # TVM OpPatternKind kOpaque: FuseOps leaves the pool alone, so its schedule rule finds it
+
 RELU = tvm.ir.Op.get("relax.nn.relu")
 CLIP = tvm.ir.Op.get("relax.clip")
 MAX_POOL2D = tvm.ir.Op.get("relax.nn.max_pool2d")
@@ -72,14 +76,23 @@ def legalize_max_pool2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     oh, ow = int(call.ty.shape[2]), int(call.ty.shape[3])
 
     def pool(data):
+        """The padded input is stored de-interleaved by column phase (``x = X * sw + phase``):
+        for a stride-``sw`` pool, consecutive outputs then read consecutive addresses, so the
+        schedule (``schedules/x86/pool.py``) vectorises along the output row."""
         n, c, h, w = (int(d) for d in data.shape)
         low = tirx.min_value("float32")
-        padded = te.compute((n, c, (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1),
-                            lambda b, ch, y, xx: tirx.if_then_else(
-                                tirx.all(y >= top, y < top + h, xx >= left, xx < left + w),
-                                data[b, ch, y - top, xx - left], low), name="pad")
+        columns = ow + ((kw - 1) * dw) // sw
+
+        def padded_at(b, ch, y, ph, xt):
+            xx = xt * sw + ph
+            return tirx.if_then_else(tirx.all(y >= top, y < top + h, xx >= left, xx < left + w),
+                                     data[b, ch, y - top, xx - left], low)
+
+        padded = te.compute((n, c, (oh - 1) * sh + (kh - 1) * dh + 1, sw, columns), padded_at, name="pad")
         ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
         return te.compute((n, c, oh, ow), lambda b, ch, i, j: _NAN_MAX(
-            padded[b, ch, i * sh + ry * dh, j * sw + rx * dw], axis=[ry, rx]), name="pool_max")
+            padded[b, ch, i * sh + ry * dh, (rx * dw) % sw, j + (rx * dw) // sw], axis=[ry, rx]),
+            name="pool_max")
 
-    return bb.call_te(pool, x, primfunc_name_hint="max_pool2d_nan")
+    return bb.call_te(pool, x, primfunc_name_hint="max_pool2d_nan",
+                      primfunc_attrs={KERNEL_ATTR: Compute.MAX_POOL2D, "op_pattern": OPAQUE})

@@ -6,6 +6,6 @@ fp32 vector width of the target. The generic fallback comes last and always appl
 """
 from __future__ import annotations
 
-from . import conv2d, dense, generic, sparse_conv2d, winograd
+from . import conv2d, dense, generic, pool, sparse_conv2d, winograd
 
-RULES = [sparse_conv2d.schedule, conv2d.schedule, winograd.schedule, dense.schedule, generic.schedule]
+RULES = [sparse_conv2d.schedule, conv2d.schedule, winograd.schedule, pool.schedule, dense.schedule, generic.schedule]

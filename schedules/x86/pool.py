@@ -1,0 +1,42 @@
+"""x86 schedule of the NaN-keeping max-pool (``fscnn_tvm/nan_safe.legalize_max_pool2d``).
+
+The padded input is stored de-interleaved by column phase, so a vector of consecutive outputs of
+a row reads consecutive addresses for every window tap: per (image, channel, output row), in
+parallel, the row is swept in vectors of ``lanes`` outputs with the window taps unrolled. The
+padding copy is a plain loop (vectorised, its stride loads would become gathers).
+(ResNet-50's 3x3/2 pool at 112x112: 1.0 ms scalar before.)
+"""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+from fscnn_tvm.kinds import Compute, compute_of
+
+
+def row_vector(width: int, lanes: int) -> int:
+    """Outputs per vector: the widest that divides the row (a predicated tail scalarises the
+    whole loop), unless that is under half a vector on a row longer than one."""
+    fits = max(d for d in range(1, lanes + 1) if width % d == 0)
+    return fits if fits * 2 > lanes or width <= lanes else lanes
+
+
+def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
+    if compute_of(func) != Compute.MAX_POOL2D:
+        return None
+    sch = s_tir.Schedule(func)
+    pool = sch.get_sblock("pool_max")
+    b, c, i, j, ry, rx = sch.get_loops(pool)
+    jo, ji = sch.split(j, [None, row_vector(int(sch.get(j).extent), lanes)])
+    sch.reorder(jo, ry, rx, ji)
+    sch.parallel(sch.fuse(b, c, i))
+    sch.vectorize(ji)
+    sch.unroll(ry)
+    sch.unroll(rx)
+    init = sch.decompose_reduction(pool, ry)
+    sch.vectorize(sch.get_loops(init)[-1])
+    pad = sch.get_sblock("pad")
+    loops = sch.get_loops(pad)
+    sch.parallel(sch.fuse(loops[0], loops[1]))
+    sch.reorder(loops[4], loops[3])
+    sch.unroll(loops[3])
+    return sch.mod["main"]
