@@ -1,16 +1,21 @@
-"""Per-layer kernels: our dense, CSR and BSR8 against PyTorch's conv2d, side by side in one run.
+"""Per-layer kernels: direct, Winograd and sparse kinds against PyTorch and ONNX Runtime, in one run.
 
     TVM_NUM_THREADS=1 OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/layers.py
 
-Layers: VGG16 conv2_2, conv3_2, conv4_2, conv5_2 and ResNet-50 1x1 1024->256@14, 3x3 256@14,
-1x1 64->256@56. CSR runs an unstructured magnitude mask; BSR8 a block-pruned (8x1) mask of the
-same sparsity. Effective GF/s = 2 * nnz * OH * OW / time. Every kernel output is checked
-against torch before it is timed; rounds are interleaved and medians reported.
+Layers: VGG16 conv1_2 .. conv5_2 and ResNet-50 1x1 1024->256@14, 3x3 64@56, 3x3 256@14,
+1x1 64->256@56 (conv + ReLU, batch 1). Dense weights (sparsity 0): our direct kernel and
+Winograd F(2x2)/F(4x4) (3x3 layers) against torch's and ORT's conv, effective GF/s = dense
+FLOPs / time (above the FMA roof is the point of Winograd). Sparse weights: CSR on an
+unstructured magnitude mask, BSR8 on an 8x1 block mask of the same sparsity, effective GF/s =
+2 * nnz * OH * OW / time. Every kernel output is checked against torch before it is timed;
+rounds are interleaved and medians reported.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -24,47 +29,78 @@ from fscnn_tvm.ops.conv2d import Conv2dSpec
 from fscnn_tvm.testing import TOLERANCE, interleaved, markdown_table
 
 LAYERS = {  # name: (in_channels, out_channels, kernel, spatial)
+    "vgg.conv1_2": (64, 64, 3, 224),
     "vgg.conv2_2": (128, 128, 3, 112),
     "vgg.conv3_2": (256, 256, 3, 56),
     "vgg.conv4_2": (512, 512, 3, 28),
     "vgg.conv5_2": (512, 512, 3, 14),
     "r50.1x1_1024_256@14": (1024, 256, 1, 14),
+    "r50.3x3_64@56": (64, 64, 3, 56),
     "r50.3x3_256@14": (256, 256, 3, 14),
     "r50.1x1_64_256@56": (64, 256, 1, 56),
 }
 
 
+def _ort_conv(w: np.ndarray, k: int, threads: int):
+    """ONNX Runtime running conv + ReLU with weight ``w`` (what its CPU provider does for a layer)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(w.shape[1], w.shape[0], k, padding=k // 2, bias=False),
+                               torch.nn.ReLU())
+    conv[0].weight.data = torch.from_numpy(w)
+    path = os.path.join(tempfile.mkdtemp(), "conv.onnx")
+    torch.onnx.export(conv.eval(), (torch.zeros(1, w.shape[1], 8, 8),), path, input_names=["x"],
+                      dynamic_axes={"x": {2: "h", 3: "w"}}, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(None, {"x": x})[0]
+
+
 def measure(name, cin, cout, k, hw, sparsity, target, rounds, threads):
+    """Median ms of every kind (and torch, ORT at sparsity 0) and each kind's useful FLOPs."""
     spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), padding=(k // 2,) * 4)
     rng = np.random.default_rng(1)
     dense_w = rng.standard_normal((cout, cin, k, k)).astype("float32") * 0.05
-    weights = {"dense": dense_w,
-               "csr": dense_w * sparse.magnitude_mask(dense_w, sparsity),
-               "bsr8": dense_w * sparse.magnitude_mask(dense_w, sparsity, block=(8, 1))}
+    if sparsity == 0:
+        weights = {"dense": dense_w, **({"winograd2": dense_w, "winograd4": dense_w} if k == 3 else {})}
+    else:
+        weights = {"dense": dense_w * sparse.magnitude_mask(dense_w, sparsity),
+                   "csr": dense_w * sparse.magnitude_mask(dense_w, sparsity),
+                   "bsr8": dense_w * sparse.magnitude_mask(dense_w, sparsity, block=(8, 1))}
     runs = {}
     for kind, w in weights.items():
-        if kind != "dense" and sparsity == 0:
-            continue
         lib, args, x = compiled_kernel(conv_layer(spec, w), kind, target)
         ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=k // 2))
         err = float(np.abs(args[-1].numpy() - ref.numpy()).max() / max(float(ref.abs().max()), 1e-30))
         if err > TOLERANCE:
             raise RuntimeError(f"{name} {kind}: relative error {err:.1e}")
         evaluator = lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=1)
-        runs[kind] = (lambda ev=evaluator, a=args: ev(*a).mean, np.count_nonzero(w))
+        runs[kind] = (lambda ev=evaluator, a=args: ev(*a).mean,
+                      np.count_nonzero(w) if kind in ("csr", "bsr8") else w.size)
     torch.set_num_threads(threads)
-    xt = torch.from_numpy(np.random.default_rng(0).standard_normal((1, cin, hw, hw)).astype("float32"))
-    wt = torch.from_numpy(weights["csr"] if sparsity else dense_w)
+    x = np.random.default_rng(0).standard_normal((1, cin, hw, hw)).astype("float32")
+    xt = torch.from_numpy(x)
+    wt = torch.from_numpy(weights["dense"])
 
-    def torch_run():
-        start = time.perf_counter()
-        for _ in range(3):
-            torch.relu(torch.nn.functional.conv2d(xt, wt, padding=k // 2))
-        return (time.perf_counter() - start) / 3
+    def timed(fn):
+        def run():
+            start = time.perf_counter()
+            for _ in range(3):
+                fn()
+            return (time.perf_counter() - start) / 3
+        return run
 
-    runners = {"torch": torch_run, **{kind: fn for kind, (fn, _) in runs.items()}}
-    med = {kind: t * 1e3 for kind, t in interleaved(runners, rounds, self_timed=True).items()}
+    runners = {"torch": timed(lambda: torch.relu(torch.nn.functional.conv2d(xt, wt, padding=k // 2)))}
+    if sparsity == 0:
+        ort_run = _ort_conv(weights["dense"], k, threads)
+        runners["ort"] = timed(lambda: ort_run(x))
+    runners.update({kind: fn for kind, (fn, _) in runs.items()})
+    with torch.no_grad():
+        med = {kind: t * 1e3 for kind, t in interleaved(runners, rounds, self_timed=True).items()}
     flops = {kind: 2 * nnz * hw * hw for kind, (_, nnz) in runs.items()}
+    flops["torch"] = flops["ort"] = 2 * dense_w.size * hw * hw
     return med, flops
 
 
@@ -77,19 +113,33 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     target = targets.parse("llvm")
     print(f"target {target}, {args.threads} thread(s), median of {args.rounds} interleaved rounds\n")
-    rows = []
+    dense_rows, sparse_rows = [], []
     for name in args.layers.split(","):
         cin, cout, k, hw = LAYERS[name]
         for sp in (float(s) for s in args.sparsity.split(",")):
             print(f"... {name} at {sp:.2f}", file=sys.stderr, flush=True)
             med, flops = measure(name, cin, cout, k, hw, sp, target, args.rounds, args.threads)
+            if sp == 0:
+                row = [name]
+                for kind in ("torch", "ort", "dense", "winograd2", "winograd4"):
+                    row += ([f"{med[kind]:.3f}", f"{flops['torch'] / med[kind] / 1e6:.0f}"] if kind in med
+                            else ["-", "-"])
+                best = min((kd for kd in ("dense", "winograd2", "winograd4") if kd in med), key=med.get)
+                dense_rows.append(row + [best, f"{med['ort'] / med[best]:.2f}x", f"{med['dense'] / med[best]:.2f}x"])
+                continue
             row = [name, f"{sp:.2f}", f"{med['torch']:.3f}", f"{med['dense']:.3f}"]
             for kind in ("csr", "bsr8"):
-                row += ([f"{med[kind]:.3f}", f"{flops[kind] / med[kind] / 1e6:.0f}", f"{med['torch'] / med[kind]:.2f}x"]
-                        if kind in med else ["-", "-", "-"])
-            rows.append(row)
-    print(markdown_table(["layer", "sparsity", "torch ms", "dense ms", "CSR ms", "CSR GF/s", "CSR x torch",
-                          "BSR8 ms", "BSR8 GF/s", "BSR8 x torch"], rows))
+                row += [f"{med[kind]:.3f}", f"{flops[kind] / med[kind] / 1e6:.0f}", f"{med['torch'] / med[kind]:.2f}x"]
+            sparse_rows.append(row)
+    if dense_rows:
+        print("Dense weights (GF/s: dense FLOPs / time)\n")
+        print(markdown_table(["layer", "torch ms", "torch GF/s", "ORT ms", "ORT GF/s", "direct ms", "direct GF/s",
+                              "F2 ms", "F2 GF/s", "F4 ms", "F4 GF/s", "fastest", "fastest x ORT",
+                              "fastest x direct"], dense_rows))
+    if sparse_rows:
+        print("\nSparse weights (GF/s: useful FLOPs / time)\n")
+        print(markdown_table(["layer", "sparsity", "torch ms", "direct ms", "CSR ms", "CSR GF/s", "CSR x torch",
+                              "BSR8 ms", "BSR8 GF/s", "BSR8 x torch"], sparse_rows))
     return 0
 
 
