@@ -14,6 +14,9 @@ from . import kernels
 from .layer import Layer
 
 
+COLD_FLUSH_BYTES = 64 << 20  # more than any L3 a core shares
+
+
 class KernelTimer:
     """Builds, caches and times layer kernels for one target (this CPU, or a CUDA GPU here)."""
 
@@ -43,7 +46,11 @@ class KernelTimer:
 
     def seconds(self, layer: Layer, kind: str, knobs: dict | None = None) -> float:
         """Median seconds of one call of ``layer``'s ``kind`` kernel (input and residual random);
-        ``knobs``: a configuration other than the rules' (see ``kernels.build_kernel``)."""
+        ``knobs``: a configuration other than the rules' (see ``kernels.build_kernel``).
+
+        Winograd kernels are timed with cold caches (:data:`COLD_FLUSH_BYTES` flushed before each
+        call): their transformed weights are up to 4x the layer's and in a model run come from
+        DRAM, which a kernel timed alone in a loop never sees."""
         kernel = kernels.build_kernel(layer, kind, self.target, knobs)
         lib = self._library(kernel)
         dev = self.dev
@@ -52,8 +59,12 @@ class KernelTimer:
         extra = [rng.standard_normal(layer.out_shape).astype("float32")] if layer.residual is not None else []
         args = [tvm.runtime.tensor(a, dev) for a in
                 [data, *kernel.constants, *extra, np.zeros(layer.out_shape, "float32")]]
-        evaluator = lib.mod.time_evaluator("main", dev, number=1, repeat=self.repeat,
-                                           min_repeat_ms=self.min_repeat_ms)
+        if self.target.kind.name == "llvm" and kind.startswith("winograd"):
+            evaluator = lib.mod.time_evaluator("main", dev, number=1, repeat=max(7, self.repeat),
+                                               cache_flush_bytes=COLD_FLUSH_BYTES)
+        else:
+            evaluator = lib.mod.time_evaluator("main", dev, number=1, repeat=self.repeat,
+                                               min_repeat_ms=self.min_repeat_ms)
         return float(np.median(evaluator(*args).results))
 
 

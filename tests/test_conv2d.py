@@ -69,7 +69,9 @@ def test_pack_weight_layout():
 
 def test_tile_choice_reads_vector_width():
     spec = Conv2dSpec(1, 256, 56, 56, 256, (3, 3), padding=(1, 1, 1, 1))
-    assert conv_tile(spec, 16) == ("conv2d_oc_blocked", 14, 16)
+    assert conv_tile(spec, 16) == ("conv2d_oc_blocked", 7, 32)  # 32 registers: two vectors x 7
+    rgb = Conv2dSpec(1, 3, 224, 224, 64, (3, 3), padding=(1, 1, 1, 1))  # a 27-step reduction
+    assert conv_tile(rgb, 16) == ("conv2d_oc_blocked", 14, 16)
     _, ow_tile, oc_block = conv_tile(spec, 8)
     assert oc_block == 8 and ow_tile * oc_block // 8 <= 10  # AVX2: 16 registers
     small = Conv2dSpec(1, 512, 7, 7, 512, (3, 3), padding=(1, 1, 1, 1))

@@ -32,13 +32,20 @@ def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None) -> tupl
     rule's); the compute is ``conv2d_oc_blocked`` or, where channel blocks would straddle groups,
     ``conv2d_spatial``.
 
-    A tile keeps ~14 accumulators live (of 32 registers with AVX-512, of 16 with AVX2 ~10): wide
-    rows get ``ow_tile`` ~14 x one vector of output channels; narrow rows (<12 columns) get the
-    whole row x two vectors, and so do large kernels (5x5 and up: each broadcast then feeds two
-    FMAs). Tiles are chosen to waste the fewest padded columns.
+    A tile keeps ~14 accumulators live (of 32 registers with AVX-512, of 16 with AVX2 ~10). With
+    AVX-512 a layer whose output channels are whole pairs of vectors and whose reduction has 64
+    steps or more gets ~7 columns x two vectors (each broadcast feeds two FMAs). With AVX2 wide rows get ``ow_tile`` ~10 x one vector; narrow rows
+    (<12 columns) get the whole row x two vectors, and so do large kernels (5x5 and up). Tiles are
+    chosen to waste the fewest padded columns.
     """
     ow = spec.out_width
     large_kernel = spec.kernel[0] * spec.kernel[1] >= 25  # 7x7 stem: 1.50 -> 1.04 ms with 2 vectors
+    reduction = spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1]
+    if oc_block is None and lanes >= 16 and spec.out_channels % (2 * lanes) == 0 and reduction >= 64:
+        # 32 vector registers: 7 columns x 2 vectors beat 14 x 1 on every ResNet-50 conv on a Zen 5
+        # core (1x1: 1.05-1.5x, 1x1 stride 2: 1.4-1.5x; 3x3: 1.0-1.25x; RESULTS.md, issue 15);
+        # not on a short reduction (VGG's 3->64 3x3: 27 steps, 2.3x slower)
+        oc_block = 2 * lanes
     if oc_block is None:
         oc_block = lanes if (ow >= 12 and not large_kernel) or spec.out_channels <= lanes else 2 * lanes
     if not oc_vectorizable(spec, oc_block):
