@@ -18,6 +18,7 @@ from .layer import Layer, conv_spec
 from .ops import winograd
 
 SPARSE_MODES = ("auto", "always", "never")
+NEAR_TIE = 1.05  # within 5%: a measured choice counts as right; a predicted dense kind may yield
 
 
 @dataclass(frozen=True)
@@ -142,12 +143,22 @@ class Choice:
     break_even: float | None = None  # sparsity above which the sparse kind beats the best dense kind
 
 
+DENSE_PREFERENCE = ("dense", "winograd2", "winograd4")  # closest to the direct convolution's numerics first
+
+
 def _dense_choice(options: list[str], times: dict) -> tuple[str, str]:
-    """The fastest dense-weight kind and why, when there is a choice (ties go to direct)."""
+    """The dense-weight kind to run and why, when there is a choice: the predicted fastest,
+    unless a kind with better numerics (direct, then the smaller Winograd tile, which also
+    streams fewer transformed-weight bytes) is predicted within ``NEAR_TIE`` of it."""
     dense = [k for k in options if not kinds.is_sparse(k)]
-    best = min(dense, key=lambda k: (times[k], k != kinds.DENSE))
+    fastest = min(dense, key=lambda k: (times[k], k != kinds.DENSE))
     if len(dense) == 1:
-        return best, ""
+        return fastest, ""
+    ranked = sorted(dense, key=lambda k: DENSE_PREFERENCE.index(k) if k in DENSE_PREFERENCE else len(DENSE_PREFERENCE))
+    best = next(k for k in ranked if times[k] <= NEAR_TIE * times[fastest])
+    if best != fastest:
+        return best, (f"{best} {times[best] * 1e3:.3f} ms, within {NEAR_TIE - 1:.0%} of {fastest} "
+                      f"{times[fastest] * 1e3:.3f} ms (closer numerics, fewer weight bytes)")
     runner_up = min((k for k in dense if k != best), key=times.get)
     return best, (f"{best} {times[best] * 1e3:.3f} ms < {runner_up} {times[runner_up] * 1e3:.3f} ms "
                   f"({times[runner_up] / times[best]:.1f}x)")
@@ -254,7 +265,6 @@ def _ms(value, width: int = 8) -> str:
     return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
 
 
-NEAR_TIE = 1.05  # a choice within 5% of the measured fastest counts as right
 
 
 def format_plan(rows: list[LayerPlan], measured: list[dict] | None = None) -> str:

@@ -27,15 +27,15 @@ ACT = {"none": lambda t: t, "relu": torch.relu, "relu6": lambda t: torch.clamp(t
 _RESIDUAL = object()  # the kernel builder only asks whether the layer has a residual input
 
 
-def run_kernel(spec: Conv2dSpec, kind: str, act: str, residual: bool, seed: int = 0, knobs=None):
+def run_kernel(spec: Conv2dSpec, kind: str, act: str, residual: bool, seed: int = 0, knobs=None, target=TARGET):
     """(output, torch reference) of ``kind``'s kernel for ``spec`` on seeded random data."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((spec.out_channels, spec.in_channels, 3, 3)).astype("float32") * 0.1
     layer = conv_layer(spec, w, act=act)
     layer.bias = rng.standard_normal(spec.out_channels).astype("float32")
     layer.residual = _RESIDUAL if residual else None
-    kernel = kernels.build_kernel(layer, kind, TARGET, knobs)
-    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, TARGET)}), TARGET)
+    kernel = kernels.build_kernel(layer, kind, target, knobs)
+    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
     x = rng.standard_normal(layer.in_shape).astype("float32")
     res = rng.standard_normal(spec.out_shape).astype("float32") if residual else None
     out = np.zeros(spec.out_shape, "float32")
@@ -70,6 +70,17 @@ def test_winograd_kernel_matches_torch(kind, batch, cin, cout, h, w, pad, act, r
     assert out.shape == ref.shape
     err = relative_error(out, ref)
     assert err <= TOLERANCE, f"{kind}: relative error {err:.2e}"
+
+
+@pytest.mark.skipif("avx2" not in open("/proc/cpuinfo").read(), reason="needs an AVX2 CPU to run AVX2 code")
+def test_winograd_avx2_layout_matches_torch():
+    """The AVX2 rules (8 lanes, 16 registers: a smaller GEMM register tile) on an AVX2 target;
+    AVX2 code runs on any AVX2 or AVX-512 machine."""
+    avx2 = targets.parse({"kind": "llvm", "mcpu": "znver3"})
+    spec = Conv2dSpec(2, 24, 19, 23, 40, (3, 3), padding=(1, 1, 1, 1))
+    for kind in ("winograd2", "winograd4"):
+        out, ref = run_kernel(spec, kind, "relu", True, target=avx2)
+        assert relative_error(out, ref) <= TOLERANCE, kind
 
 
 @pytest.mark.parametrize("knobs", [{"p_tile": 5}, {"block_rows": 1}, {"block_rows": 7, "p_tile": 3}, {"p_tile": 7}])
