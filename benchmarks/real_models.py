@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort  # noqa: PLC0415
 
     import fscnn_tvm  # noqa: PLC0415
+    from fscnn_tvm import kinds  # noqa: PLC0415
     from fscnn_tvm.onnx_fold import make_static  # noqa: PLC0415
     from fscnn_tvm.testing import interleaved, markdown_table, prune_onnx, relative_error, text_image  # noqa: PLC0415
 
@@ -58,12 +59,13 @@ def main(argv=None) -> int:
             ours = compiled(x)
             err = relative_error(ours if not isinstance(ours, tuple) else ours[0], sess.run(None, feed)[0])
             med = interleaved({"ours": lambda: compiled(x), "ort": lambda: sess.run(None, feed)}, args.rounds)
-            sparse_layers = sum(r.kernel != "dense" for r in compiled.plan)
+            sparse_layers = sum(kinds.is_sparse(r.kernel) for r in compiled.plan)
+            winograd_layers = sum(r.kernel.startswith("winograd") for r in compiled.plan)
             rows.append([name, f"{sparsity:.1f}", f"{med['ours'] * 1e3:.2f}", f"{med['ort'] * 1e3:.2f}",
-                         f"{med['ort'] / med['ours']:.2f}x", f"{sparse_layers}/{len(compiled.plan)}", f"{err:.1e}",
-                         f"{compile_s:.0f}"])
-    print(markdown_table(["model", "sparsity", "fscnn-tvm ms", "ORT ms", "vs ORT", "sparse layers", "max rel err",
-                          "compile s"], rows))
+                         f"{med['ort'] / med['ours']:.2f}x", f"{sparse_layers}/{len(compiled.plan)}",
+                         str(winograd_layers), f"{err:.1e}", f"{compile_s:.0f}"])
+    print(markdown_table(["model", "sparsity", "fscnn-tvm ms", "ORT ms", "vs ORT", "sparse layers",
+                          "Winograd layers", "max rel err", "compile s"], rows))
     return 0
 
 
