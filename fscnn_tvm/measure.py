@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tvm
 
-from . import kernels
+from . import kernels, kinds
 from .layer import Layer
 
 
@@ -59,7 +59,7 @@ class KernelTimer:
         extra = [rng.standard_normal(layer.out_shape).astype("float32")] if layer.residual is not None else []
         args = [tvm.runtime.tensor(a, dev) for a in
                 [data, *kernel.constants, *extra, np.zeros(layer.out_shape, "float32")]]
-        if self.target.kind.name == "llvm" and kind.startswith("winograd"):
+        if self.target.kind.name == "llvm" and kinds.Kind.parse(kind).family == "winograd":
             evaluator = lib.mod.time_evaluator("main", dev, number=1, repeat=max(7, self.repeat),
                                                cache_flush_bytes=COLD_FLUSH_BYTES)
         else:

@@ -17,6 +17,7 @@ import tvm
 from tvm import relax, te, tirx
 
 from .kinds import KERNEL_ATTR, Compute
+from .ops.conv2d import deinterleaved_padded_input
 
 OPAQUE = 8  # TVM OpPatternKind kOpaque: FuseOps leaves the pool alone, so its schedule rule finds it
 
@@ -79,18 +80,10 @@ def legalize_max_pool2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         """The padded input is stored de-interleaved by column phase (``x = X * sw + phase``):
         for a stride-``sw`` pool, consecutive outputs then read consecutive addresses, so the
         schedule (``schedules/x86/pool.py``) vectorises along the output row."""
-        n, c, h, w = (int(d) for d in data.shape)
-        low = tirx.min_value("float32")
-        columns = ow + ((kw - 1) * dw) // sw
-
-        def padded_at(b, ch, y, ph, xt):
-            xx = xt * sw + ph
-            return tirx.if_then_else(tirx.all(y >= top, y < top + h, xx >= left, xx < left + w),
-                                     data[b, ch, y - top, xx - left], low)
-
-        padded = te.compute((n, c, (oh - 1) * sh + (kh - 1) * dh + 1, sw, columns), padded_at, name="pad")
+        padded = deinterleaved_padded_input(data, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
+                                            ow + ((kw - 1) * dw) // sw, top, left, tirx.min_value("float32"))
         ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
-        return te.compute((n, c, oh, ow), lambda b, ch, i, j: _NAN_MAX(
+        return te.compute((*data.shape[:2], oh, ow), lambda b, ch, i, j: _NAN_MAX(
             padded[b, ch, i * sh + ry * dh, (rx * dw) % sw, j + (rx * dw) // sw], axis=[ry, rx]),
             name="pool_max")
 

@@ -80,7 +80,8 @@ def winograd_support(layer: Layer, profile=None) -> str | None:
 
 def dense_candidates(layer: Layer, profile=None, use_winograd: bool = True) -> list[str]:
     """The dense-weight kinds that can run ``layer``: direct, and Winograd F(2x2) and F(4x4) for
-    3x3 stride-1 convs (``use_winograd=False``: direct only, the opt-out for direct numerics)."""
+    3x3 stride-1 convs (``use_winograd=False``: direct only, the opt-out for direct numerics), in
+    order of closeness to the direct convolution's numerics (and of transformed-weight bytes)."""
     if not use_winograd or winograd_support(layer, profile) is not None:
         return [kinds.DENSE]
     from .schedules.x86.rules import WINOGRAD_TILES  # noqa: PLC0415 - x86 rule
@@ -89,9 +90,9 @@ def dense_candidates(layer: Layer, profile=None, use_winograd: bool = True) -> l
 
 
 def best_dense(layer: Layer, profile, use_winograd: bool = True) -> tuple[str, float]:
-    """(the predicted-fastest dense-weight kind, its predicted seconds) for ``layer``."""
+    """(the dense-weight kind the plan would run, its predicted seconds) for ``layer``."""
     times = {k: perf_model.predict(layer, k, profile) for k in dense_candidates(layer, profile, use_winograd)}
-    kind = min(times, key=lambda k: (times[k], k != kinds.DENSE))
+    kind, _ = _dense_choice(list(times), times)
     return kind, times[kind]
 
 
@@ -143,19 +144,16 @@ class Choice:
     break_even: float | None = None  # sparsity above which the sparse kind beats the best dense kind
 
 
-DENSE_PREFERENCE = ("dense", "winograd2", "winograd4")  # closest to the direct convolution's numerics first
-
-
 def _dense_choice(options: list[str], times: dict) -> tuple[str, str]:
     """The dense-weight kind to run and why, when there is a choice: the predicted fastest,
     unless a kind with better numerics (direct, then the smaller Winograd tile, which also
-    streams fewer transformed-weight bytes) is predicted within ``NEAR_TIE`` of it."""
+    streams fewer transformed-weight bytes: the order of :func:`dense_candidates`) is predicted
+    within ``NEAR_TIE`` of it."""
     dense = [k for k in options if not kinds.is_sparse(k)]
     fastest = min(dense, key=lambda k: (times[k], k != kinds.DENSE))
     if len(dense) == 1:
         return fastest, ""
-    ranked = sorted(dense, key=lambda k: DENSE_PREFERENCE.index(k) if k in DENSE_PREFERENCE else len(DENSE_PREFERENCE))
-    best = next(k for k in ranked if times[k] <= NEAR_TIE * times[fastest])
+    best = next(k for k in dense if times[k] <= NEAR_TIE * times[fastest])
     if best != fastest:
         return best, (f"{best} {times[best] * 1e3:.3f} ms, within {NEAR_TIE - 1:.0%} of {fastest} "
                       f"{times[fastest] * 1e3:.3f} ms (closer numerics, fewer weight bytes)")

@@ -133,6 +133,21 @@ def padded_input(data, spec: Conv2dSpec, width_needed: int):
     return te.compute((n, c, hp, width_needed), body, name="pad")
 
 
+def deinterleaved_padded_input(data, rows: int, phases: int, columns: int, top: int, left: int, fill):
+    """``data`` ``[N, C, H, W]`` zero- (or ``fill``-) padded, its columns de-interleaved by phase:
+    ``[N, C, rows, phases, columns]`` holds padded column ``x = X * phases + phase``. A stride-
+    ``phases`` window sweep then reads consecutive addresses for consecutive outputs (a strided
+    vector load would be a gather). Used by Winograd (phases = the output tile) and max-pool."""
+    h, w = int(data.shape[2]), int(data.shape[3])
+
+    def body(b, ch, y, ph, xt):
+        x = xt * phases + ph
+        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w)
+        return tirx.if_then_else(inside, data[b, ch, y - top, x - left], fill)
+
+    return te.compute((*data.shape[:2], rows, phases, columns), body, name="pad")
+
+
 def _conv_tensors(spec: Conv2dSpec, ow_tile: int, weight_shape: tuple, has_bias: bool,
                   has_residual: bool):
     """Placeholders, the padded input and the reduce axes both conv layouts share."""

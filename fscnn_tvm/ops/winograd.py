@@ -5,20 +5,24 @@ output channel instead of ``9 m^2`` (F(4x4, 3x3): 36 instead of 144, 4x fewer). 
 three stages, every one in this kernel, with NCHW in and out:
 
 1. **input transform**: each ``a x a`` input tile (``a = m + 2``, tiles overlap by 2) becomes
-   ``V[eps, nu, c, p] = (B^T d B)[eps, nu]``; ``p`` numbers the tiles of the whole batch;
-2. **batched GEMM**: ``M[eps, nu, k, p] = sum_c U[eps, nu, k, c] V[eps, nu, c, p]``, ``a^2``
-   independent GEMMs, register-blocked like the direct kernel's 1x1 case: ``p_tile`` tiles x
-   ``oc_block`` output channels of accumulators, one broadcast of ``V`` and ``p_tile`` FMAs per step;
+   ``V[eps, nu, c, tile] = (B^T d B)[eps, nu]``;
+2. **batched GEMM**: ``M[eps, nu, k, tile] = sum_c U[eps, nu, k, c] V[eps, nu, c, tile]``, ``a^2``
+   independent GEMMs, register-blocked like the direct kernel's 1x1 case: ``p_tile`` consecutive
+   tiles of a row x ``oc_block`` output channels of accumulators, one broadcast of ``V`` and
+   ``p_tile`` FMAs per step;
 3. **output transform** ``Y = A^T M A`` per tile, with the fused epilogue (bias, residual,
    activation), cropped to the output.
+
+The stages run per *block* of ``block_rows`` tile rows of one image (``V`` and ``M`` are
+indexed ``[image, block, ...]``, so a block's scratch can stay in L2); a row is computed in whole
+register blocks of ``p_tile`` tiles (``tiles_w_padded``), the padding tiles reading zeros.
 
 The weight transform ``U = G g G^T`` is done once, at compile time (:func:`pack_weight`). The
 transform matrices are the Cook-Toom ones TVM's topi uses (``tvm_compat.winograd_matrices``), and
 every transform is written out as a sum of its nonzero terms with Python constants, so no
 multiplication by a zero or a one is ever executed.
 
-Shapes (``KB = ceil(OC / oc_block)``, ``P = N * ceil(OH / m) * ceil(OW / m)`` tiles, padded to
-``Pp``, a multiple of ``p_tile``):
+Shapes (``KB = ceil(OC / oc_block)``):
 
 - ``data``     ``[N, IC, H, W]``;
 - ``weight``   ``[a, a, KB, IC, oc_block]`` (:func:`pack_weight`), zero past ``OC``;
@@ -34,7 +38,7 @@ import numpy as np
 from tvm import te, tirx
 
 from ..tvm_compat import winograd_matrices
-from .conv2d import Conv2dSpec, _activation
+from .conv2d import Conv2dSpec, _activation, deinterleaved_padded_input
 
 TILE_SIZES = (2, 4, 6)  # F(2x2,3x3), F(4x4,3x3), F(6x6,3x3)
 MIN_CHANNELS = 4  # fewer input channels (an RGB stem): the transforms cost more than the GEMM saves
@@ -95,10 +99,6 @@ class WinogradLayout:
     @property
     def tiles_w(self) -> int:
         return -(-self.spec.out_width // self.m)
-
-    @property
-    def tiles(self) -> int:
-        return self.spec.batch * self.tiles_h * self.tiles_w
 
     @property
     def tiles_w_padded(self) -> int:
@@ -167,10 +167,7 @@ def _select(index, values):
 def winograd_conv2d(layout: WinogradLayout, *, act: str = "none", has_bias: bool = False,
                     has_residual: bool = False):
     """TE tensors of the Winograd conv; inputs in call order ``data, weight[, bias][, residual]``."""
-    spec = layout.spec
-    reason = supports(spec)
-    if reason:
-        raise ValueError(f"winograd: {reason}")
+    spec = layout.spec  # a WinogradLayout exists only for a spec Winograd supports
     spec.validate()
     m, a, ob, pt = layout.m, layout.alpha, layout.oc_block, layout.p_tile
     mat_a, mat_b, _ = _matrices(m)
@@ -183,17 +180,9 @@ def winograd_conv2d(layout: WinogradLayout, *, act: str = "none", has_bias: bool
     residual = te.placeholder(spec.out_shape, "float32", name="residual") if has_residual else None
     inputs = [data, weight] + ([bias] if has_bias else []) + ([residual] if has_residual else [])
 
-    hp = th * m + 2
     twp, nx, rows = layout.tiles_w_padded, layout.row_chunks, layout.block_rows
-
-    def pad_body(b, c, y, ph, xt):
-        """The zero-padded input with its columns de-interleaved by phase: ``x = xt * m + ph``,
-        so that consecutive tiles of a row read consecutive addresses."""
-        x = xt * m + ph
-        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w)
-        return tirx.if_then_else(inside, data[b, c, y - top, x - left], tirx.const(0.0, "float32"))
-
-    xp = te.compute((n_img, ic, hp, m, twp + 1), pad_body, name="pad")
+    # consecutive tiles of a row read consecutive addresses of the de-interleaved padded input
+    xp = deinterleaved_padded_input(data, th * m + 2, m, twp + 1, top, left, tirx.const(0.0, "float32"))
     # a block is `rows` tile rows of `twp` tiles (the row padded to whole register blocks of
     # p_tile tiles; the padding tiles read zeros and are never stored); register block jb of a
     # block is chunk jb % nx of its tile row jb // nx

@@ -60,7 +60,8 @@ def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None) -> tupl
     return Compute.CONV2D_OC_BLOCKED, best, oc_block
 
 
-WINOGRAD_TILES = (2, 4)  # F(6x6, 3x3) compiles ~10x slower and measured slower here (RESULTS.md)
+WINOGRAD_TILES = (2, 4)  # ascending: the plan prefers the smaller tile on a near tie. F(6x6) compiles
+# ~10x slower and measured slower here (RESULTS.md)
 # L2 per core of the machines the rules were measured on: Zen 4/5 (AVX-512) 1 MB, Zen 3 (AVX2) 512 KB
 L2_BYTES = {16: 1 << 20, 8: 512 << 10}
 L3_SHARE = 24 << 20  # what one core keeps in L3 between two calls of a kernel (32 MB L3 here)

@@ -14,7 +14,7 @@ from tvm import s_tir, tirx
 
 from fscnn_tvm.kinds import Compute, compute_of
 
-from .conv2d import _loops_below, _unroll_vectorize
+from .conv2d import _loops_below, _unroll_vectorize, schedule_deinterleaved_pad
 
 
 ALIAS_FLOATS = 1024  # 4 KB: addresses this far apart share L1 sets (and 4K-alias loads to stores)
@@ -80,13 +80,7 @@ def schedule_winograd(sch: s_tir.Schedule, attrs: dict) -> s_tir.Schedule:
     init = sch.decompose_reduction(gemm, lg["rc"])
     for block in (init, acc):
         _unroll_vectorize(sch, _loops_below(sch, block, anchor))
-    # the padded input, de-interleaved: a plain loop (vectorised, its stride-m loads became
-    # gathers, ~20 cycles per 8 floats on Zen 5: 2.0 ms of 10 on 64->64@224)
-    pad = sch.get_sblock("pad")
-    loops = sch.get_loops(pad)
-    sch.parallel(sch.fuse(loops[0], loops[1]))
-    sch.reorder(loops[4], loops[3])
-    sch.unroll(loops[3])
+    schedule_deinterleaved_pad(sch)
     return sch
 
 
