@@ -73,7 +73,7 @@ def measure(name, cin, cout, k, hw, sparsity, target, rounds, threads):
     for kind, w in weights.items():
         lib, args, x = compiled_kernel(conv_layer(spec, w), kind, target)
         ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=k // 2))
-        err = float(np.abs(args[-1].numpy() - ref.numpy()).max() / max(float(ref.abs().max()), 1e-30))
+        err = float(np.abs(args[-1].numpy().reshape(ref.shape) - ref.numpy()).max() / max(float(ref.abs().max()), 1e-30))
         if err > TOLERANCE:
             raise RuntimeError(f"{name} {kind}: relative error {err:.1e}")
         evaluator = lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=1)

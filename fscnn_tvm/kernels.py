@@ -33,13 +33,26 @@ class Kernel:
     constants: list[np.ndarray]  # passed after the data argument, before the residual
     key: tuple  # equal keys -> the same PrimFunc can serve both layers
     symbol: str
+    # The (data, output) shapes the PrimFunc takes where they are a view of the layer's (the
+    # pointwise conv sees its maps flattened); the residual takes the output's. None: the layer's.
+    view: tuple | None = None
+
+    def shapes(self, layer: Layer) -> tuple[tuple, tuple]:
+        """The (data, output/residual) shapes a call of this kernel for ``layer`` passes."""
+        return self.view or (layer.in_shape, layer.out_shape)
 
 
 def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
     spec = conv_spec(layer)
     kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes, (knobs or {}).get("oc_block"))
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
-    if kind == Compute.CONV2D_OC_BLOCKED:
+    view = None
+    if kind == Compute.CONV2D_POINTWISE:  # ow_tile: pixels per register tile, oc_block: channels
+        inputs, out = conv_ops.conv2d_pointwise(spec, oc_tile=oc_block, columns=ow_tile, **flags)
+        weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
+        n, oc, pixels = spec.batch, spec.out_channels, spec.height * spec.width
+        view = ((n, spec.in_channels, pixels), (n, oc, pixels))
+    elif kind == Compute.CONV2D_OC_BLOCKED:
         inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
         weight = conv_ops.pack_weight(layer.weight, oc_block)
     else:
@@ -51,7 +64,7 @@ def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
          "op_pattern": OPAQUE})
     constants = [weight] + ([layer.bias] if layer.bias is not None else [])
     key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items())))
-    return Kernel(func, constants, key, f"fscnn_{kind}")
+    return Kernel(func, constants, key, f"fscnn_{kind}", view)
 
 
 def _winograd_conv(layer: Layer, tile: int, lanes: int, knobs: dict | None = None) -> Kernel:

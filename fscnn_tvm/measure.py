@@ -55,10 +55,11 @@ class KernelTimer:
         lib = self._library(kernel)
         dev = self.dev
         rng = np.random.default_rng(0)
-        data = rng.standard_normal(layer.in_shape).astype("float32")
-        extra = [rng.standard_normal(layer.out_shape).astype("float32")] if layer.residual is not None else []
+        in_shape, out_shape = kernel.shapes(layer)
+        data = rng.standard_normal(in_shape).astype("float32")
+        extra = [rng.standard_normal(out_shape).astype("float32")] if layer.residual is not None else []
         args = [tvm.runtime.tensor(a, dev) for a in
-                [data, *kernel.constants, *extra, np.zeros(layer.out_shape, "float32")]]
+                [data, *kernel.constants, *extra, np.zeros(out_shape, "float32")]]
         if self.target.kind.name == "llvm" and kinds.Kind.parse(kind).family == "winograd":
             evaluator = lib.mod.time_evaluator("main", dev, number=1, repeat=max(7, self.repeat),
                                                cache_flush_bytes=COLD_FLUSH_BYTES)
@@ -77,7 +78,9 @@ def compiled_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: d
     kernel = kernels.build_kernel(layer, kind, target, knobs)
     lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
     dev = tvm.cpu()
+    in_shape, out_shape = kernel.shapes(layer)
     x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
-    args = [tvm.runtime.tensor(a, dev) for a in [x] + kernel.constants + [np.zeros(layer.out_shape, "float32")]]
+    args = [tvm.runtime.tensor(a, dev) for a in
+            [x.reshape(in_shape)] + kernel.constants + [np.zeros(out_shape, "float32")]]
     lib(*args)
     return lib, args, x

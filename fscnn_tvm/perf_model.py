@@ -129,6 +129,8 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
         conv_kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes)
         owp = -(-spec.out_width // ow_tile) * ow_tile
         ocp = -(-spec.out_channels // oc_block) * oc_block
+        if conv_kind == kinds.Compute.CONV2D_POINTWISE:  # ow_tile pixels of the flattened map
+            owp = spec.out_width
         work = 2.0 * spec.batch * ocp * spec.out_height * owp * (spec.in_channels // spec.groups) * \
             spec.kernel[0] * spec.kernel[1]
         key = "dense.flop_grouped" if conv_kind == kinds.Compute.CONV2D_SPATIAL else (

@@ -26,6 +26,12 @@ CASES = [
     pytest.param(64, 64, 3, 1, 1, 1, 2, 10, 1, {}, id="groups2-oc-blocked"),
     pytest.param(24, 36, 3, 1, 1, 1, 3, 11, 1, {}, id="groups3-spatial"),
     pytest.param(8, 5, 3, 1, 1, 1, 1, 6, 1, {}, id="tiny-oc5"),
+    pytest.param(32, 32, 3, 2, 2, 2, 32, 15, 1, {}, id="depthwise-stride2-dilation2-odd"),
+    pytest.param(24, 24, 5, 3, 2, 1, 24, 19, 2, {"act": "relu6"}, id="depthwise-5x5-stride3"),
+    # pointwise GEMM (1x1 on maps of whole vectors): 4, 2 and 1 vectors per tile, padded channels
+    pytest.param(48, 48, 1, 1, 0, 1, 1, 16, 1, {"bn": True, "residual": True}, id="pointwise-residual"),
+    pytest.param(24, 37, 1, 1, 0, 1, 1, 8, 4, {"act": "relu6"}, id="pointwise-oc37-batch4"),
+    pytest.param(20, 100, 1, 1, 0, 1, 1, 4, 2, {"bias": False, "act": "none"}, id="pointwise-one-vector"),
 ]
 
 
@@ -80,6 +86,23 @@ def test_tile_choice_reads_vector_width():
     assert conv_tile(stem, 16) == ("conv2d_oc_blocked", 7, 32)
     depthwise = Conv2dSpec(1, 32, 16, 16, 32, (3, 3), padding=(1, 1, 1, 1), groups=32)
     assert conv_tile(depthwise, 16)[0] == "conv2d_spatial"
+    pointwise = Conv2dSpec(1, 64, 56, 56, 256, (1, 1))  # 3136 pixels: 4 vectors x 6 channels
+    assert conv_tile(pointwise, 16) == ("conv2d_pointwise", 64, 6)
+    assert conv_tile(pointwise, 8) == ("conv2d_pointwise", 32, 3)  # AVX2: 12 accumulators
+    odd_map = Conv2dSpec(1, 1024, 14, 14, 256, (1, 1))  # 196 pixels: not whole vectors
+    assert conv_tile(odd_map, 16) == ("conv2d_oc_blocked", 7, 32)
+    strided = Conv2dSpec(1, 64, 56, 56, 256, (1, 1), stride=(2, 2))
+    assert conv_tile(strided, 16)[0] == "conv2d_oc_blocked"
+
+
+@pytest.mark.parametrize("mcpu", ["znver3", "znver4"])
+def test_pointwise_and_strided_depthwise_per_vector_width(compare, mcpu):
+    """The pointwise GEMM and the de-interleaved strided depthwise conv with each vector width's
+    rules (AVX2 code runs on an AVX-512 machine too)."""
+    target = {"kind": "llvm", "mcpu": mcpu}
+    compiled = compare(randomize_(conv_block(40, 72, 1, bn=True)), (2, 40, 12, 12), target=target)
+    assert [row.kernel for row in compiled.plan] == ["dense"]
+    compare(randomize_(conv_block(48, 48, 3, 2, 1, groups=48, act="relu6")), (1, 48, 23, 23), target=target)
 
 
 @pytest.mark.parametrize("mcpu, lanes, register", [("znver4", 16, "zmm"), ("znver3", 8, "ymm")])

@@ -90,6 +90,17 @@ def pack_weight(weight: np.ndarray, oc_block: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(ocb, oc_block, icg, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
+def is_pointwise(spec: Conv2dSpec) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped conv: a GEMM ``[OC, IC] x [IC, H*W]`` per image."""
+    return (spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
+            and spec.groups == 1)
+
+
+def pack_pointwise_weight(weight: np.ndarray, oc_tile: int) -> np.ndarray:
+    """OIHW ``[OC, IC, 1, 1]`` -> ``[OCB, IC, oc_tile]``, zero-padded past OC."""
+    return np.ascontiguousarray(pack_weight(weight, oc_tile)[:, :, 0, 0, :])
+
+
 def _activation(x, act: str):
     zero = tirx.const(0.0, "float32")
     if act == "relu":
@@ -206,11 +217,51 @@ def conv2d_spatial(spec: Conv2dSpec, *, ow_tile: int, act: str = "none", has_bia
     inputs, bias, residual, xp, (rc, ry, rx), owp = _conv_tensors(
         spec, ow_tile, (spec.out_channels, icg, *spec.kernel), has_bias, has_residual)
     weight = inputs[1]
+    if sw == 1:
+        def tap(b, ch, y, x, rx):
+            return xp[b, ch, y, x + rx * dw]
+    else:  # padded column x * sw + rx * dw is column x + rx * dw // sw of phase rx * dw % sw
+        hp, wp = int(xp.shape[2]), int(xp.shape[3])
+        xp = deinterleaved_padded_input(inputs[0], hp, sw, -(-wp // sw), spec.padding[0],
+                                        spec.padding[1], tirx.const(0.0, "float32"))
+
+        def tap(b, ch, y, x, rx):
+            return xp[b, ch, y, rx * dw % sw, x + rx * dw // sw]
     acc = te.compute(
         (spec.batch, spec.out_channels, spec.out_height, owp),
         lambda b, c, y, x: te.sum(
-            xp[b, (c // ocg) * icg + rc, y * sh + ry * dh, x * sw + rx * dw] * weight[c, rc, ry, rx],
+            tap(b, (c // ocg) * icg + rc, y * sh + ry * dh, x, rx) * weight[c, rc, ry, rx],
             axis=[rc, ry, rx]),
         name="conv")
     out = epilogue(spec.out_shape, lambda b, c, y, x: acc[b, c, y, x], bias, residual, act)
+    return inputs, out
+
+
+def conv2d_pointwise(spec: Conv2dSpec, *, oc_tile: int, columns: int, act: str = "none",
+                     has_bias: bool = False, has_residual: bool = False):
+    """TE tensors of a 1x1 conv (``is_pointwise(spec)``) as a GEMM over the flattened map.
+
+    The kernel sees its activations flattened (the caller reshapes, a view): ``data``
+    ``[N, IC, H*W]``, ``residual`` and output ``[N, OC, H*W]``; ``weight`` ``[OCB, IC, oc_tile]``
+    (:func:`pack_pointwise_weight`). A register tile is ``oc_tile`` output channels x ``columns``
+    consecutive pixels (whole vectors; ``columns`` divides ``H*W``): per input channel one vector
+    load per ``lanes`` pixels and one broadcast weight per output channel, and the tile is stored
+    as it sits in the registers, with no transpose (the ``oc_blocked`` tile keeps channels in the
+    vector lanes and must transpose into NCHW, which dominates when the reduction is short).
+    """
+    if not is_pointwise(spec):
+        raise ValueError(f"conv2d: {spec} is not a 1x1 stride-1 unpadded ungrouped conv")
+    n, ic, oc, hw = spec.batch, spec.in_channels, spec.out_channels, spec.height * spec.width
+    if hw % columns:
+        raise ValueError(f"conv2d: {columns} columns per tile do not divide the {hw} pixels")
+    ocb = -(-oc // oc_tile)
+    data = te.placeholder((n, ic, hw), "float32", name="data")
+    weight = te.placeholder((ocb, ic, oc_tile), "float32", name="weight")
+    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
+    residual = te.placeholder((n, oc, hw), "float32", name="residual") if has_residual else None
+    inputs = [data, weight] + ([bias] if has_bias else []) + ([residual] if has_residual else [])
+    rc = te.reduce_axis((0, ic), name="rc")
+    acc = te.compute((n, ocb, oc_tile, hw),
+                     lambda b, cb, o, p: te.sum(weight[cb, rc, o] * data[b, rc, p], axis=rc), name="conv")
+    out = epilogue((n, oc, hw), lambda b, c, p: acc[b, c // oc_tile, c % oc_tile, p], bias, residual, act)
     return inputs, out

@@ -30,7 +30,7 @@ def signature(pairs) -> str:
 
 def arguments(task: Task) -> list[np.ndarray]:
     """The task's call arguments: input, the kernel's constants, residual, output."""
-    in_shape, out_shape, has_residual = task.layer.in_shape, task.layer.out_shape, task.layer.residual is not None
+    (in_shape, out_shape), has_residual = task.kernel.shapes(task.layer), task.layer.residual is not None
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(in_shape).astype("float32"), *task.kernel.constants]
     if has_residual:
