@@ -16,10 +16,14 @@ from .conv2d import schedule_deinterleaved_pad
 
 
 def row_vector(width: int, lanes: int) -> int:
-    """Outputs per vector: the widest that divides the row (a predicated tail scalarises the
-    whole loop), unless that is under half a vector on a row longer than one."""
-    fits = max(d for d in range(1, lanes + 1) if width % d == 0)
-    return fits if fits * 2 > lanes or width <= lanes else lanes
+    """Outputs per vectorised step: the widest that divides the row, up to 4 vectors (a
+    predicated tail scalarises the whole loop), unless that is under half a vector on a row
+    longer than 4 vectors. The running max lives in the output row, so each window tap is a
+    load-max-store chain through L1: one vector per step waits on it, 4 overlap (ResNet-50's
+    3x3/2 pool, 56 outputs a row: 0.74 ms with steps of 14, 0.27 with one step of 56)."""
+    widest = 4 * lanes
+    fits = max(d for d in range(1, widest + 1) if width % d == 0)
+    return fits if fits * 2 > lanes or width <= widest else lanes
 
 
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
