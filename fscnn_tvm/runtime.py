@@ -155,9 +155,19 @@ class Runner:
     def _run(self, tensor):
         return self._machine()["main"](tensor)
 
+    def _input(self, arr: np.ndarray):
+        """This thread's input tensor on the device, holding ``arr``. It is allocated once: a
+        fresh one per call costs its page faults every call (0.13 ms of mobilenet_v2's 4.4 ms);
+        the outputs are copied out before the next call can overwrite it."""
+        tensor = getattr(self._local, "input", None)
+        if tensor is None:
+            tensor = self._local.input = tvm.runtime.empty(self.input_shape, self.input_dtype, self._dev)
+        tensor.copyfrom(arr)
+        return tensor
+
     def __call__(self, x):
         self._machine()  # the device is checked before the input is copied to it
-        out = self._run(tvm.runtime.tensor(self._check(x), self._dev))
+        out = self._run(self._input(self._check(x)))
         outs = [o.numpy() for o in out] if not hasattr(out, "numpy") else [out.numpy()]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
