@@ -2,9 +2,9 @@
 
 :func:`find_layers` reads the ``main`` function and returns one :class:`Layer` per conv2d or
 matmul whose weight is a constant, together with the epilogue it can absorb: the chain
-``op -> add(bias const) -> add(residual tensor) -> relu | clip(0, 6) | silu``, where each step is
-optional and every intermediate value has exactly one user (SiLU written as ``y * sigmoid(y)``
-is the one two-user step). :func:`apply_plan` replaces each chain by one
+``op -> add(bias const) -> add(residual tensor) -> relu | clip(0, 6) | silu | hardswish``, where
+each step is optional and every intermediate value has exactly one user (SiLU written as
+``y * sigmoid(y)`` and hardswish as ``y * clip(y + 3, 0, 6) / 6`` are the two-user steps). :func:`apply_plan` replaces each chain by one
 ``call_tir`` to the kernel the plan chose for that layer (see ``plan.py``), built by
 ``kernels.build_kernel``. This module only rewrites; scheduling is the next stage
 (``schedules.schedule_module``).
@@ -173,6 +173,72 @@ def _silu_pair(layer: Layer, users: dict) -> tuple | None:
     return sig, mul
 
 
+def _scalar(expr) -> float | None:
+    """The value of a scalar (or one-element) constant, or ``None``."""
+    arr = _const_array(expr)
+    return float(arr.reshape(-1)[0]) if arr is not None and arr.size == 1 else None
+
+
+def _only_user(var, users: dict, op) -> relax.VarBinding | None:
+    """The single binding reading ``var``, if it calls ``op``."""
+    found = users.get(var, [])
+    if len(found) == 1 and isinstance(found[0].value, relax.Call) and found[0].value.op == op:
+        return found[0]
+    return None
+
+
+def _clip_run(var, users: dict) -> list:
+    """The single-user clips that follow ``var`` one after another (torch's export writes
+    ``clamp(x, 0, 6)`` as a clip to [0, inf) and then one to (-inf, 6])."""
+    run = []
+    while (clip := _only_user(var, users, CLIP)) is not None:
+        run.append(clip)
+        var = clip.var
+    return run
+
+
+def _bounds(clips: list) -> tuple[float, float]:
+    """The interval a run of clips maps into."""
+    lows, highs = zip(*((float(c.value.args[1].value), float(c.value.args[2].value)) for c in clips))
+    return max(lows), min(highs)
+
+
+def _hardswish_chain(layer: Layer, users: dict) -> list | None:
+    """The bindings computing hardswish of the layer's output ``y``, ``y * clip(y + 3, 0, 6) / 6``,
+    in the two orders importers write it: ``y * (clip(..) / 6)`` (torch, ONNX HardSwish) and
+    ``(y * clip(..)) / 6`` (Paddle exports); ``None`` if it is not that. ``y`` has two users."""
+    y = layer.tail
+    found = users.get(y, [])
+    if layer.act != "none" or len(found) != 2:
+        return None
+    add = next((b for b in found if isinstance(b.value, relax.Call) and b.value.op == ADD
+                and b.value.args[0].same_as(y) and _scalar(b.value.args[1]) == 3.0), None)
+    mul = next((b for b in found if b is not add), None)
+    if add is None or mul is None or not isinstance(mul.value, relax.Call) or mul.value.op != MULTIPLY:
+        return None
+    clips = _clip_run(add.var, users)
+    if not clips or _bounds(clips) != (0.0, 6.0):
+        return None
+    clip = clips[-1]
+    div = _only_user(clip.var, users, DIVIDE)
+    if div is not None and _scalar(div.value.args[1]) == 6.0 and div.value.args[0].same_as(clip.var):
+        if _only_user(div.var, users, MULTIPLY) is not mul:
+            return None
+        chain, factor = [add, *clips, div, mul], div.var  # y * (clip / 6)
+    elif len(users.get(clip.var, [])) == 1 and users[clip.var][0] is mul:
+        div = _only_user(mul.var, users, DIVIDE)
+        if div is None or _scalar(div.value.args[1]) != 6.0:
+            return None
+        chain, factor = [add, *clips, mul, div], clip.var  # (y * clip) / 6
+    else:
+        return None
+    if not any(a.same_as(factor) for a in mul.value.args) or not any(a.same_as(y) for a in mul.value.args):
+        return None
+    if static_shape(chain[-1].var) != layer.graph_out_shape:
+        return None
+    return chain
+
+
 def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer]:
     """The conv2d/linear layers of ``mod["main"]`` with their fusable epilogues, in graph order."""
     func = mod["main"]
@@ -192,11 +258,14 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
                     and _extend(layer, users[layer.tail][0])):
                 continue
             pair = _silu_pair(layer, users)
+            act = "silu"
+            if pair is None:
+                pair, act = _hardswish_chain(layer, users), "hardswish"
             if pair is None or any(b.var in claimed for b in pair):
                 break
-            layer.act = "silu"
+            layer.act = act
             layer.absorbed += [b.var for b in pair]
-            layer.tail = pair[1].var
+            layer.tail = pair[-1].var
         claimed.update(layer.absorbed)
         layers.append(layer)
     for layer in layers:

@@ -12,6 +12,8 @@ import sys
 import tempfile
 import types
 
+import numpy as np
+
 import tvm
 
 
@@ -191,6 +193,28 @@ def torch_to_relax(ep, source: str):
                             f"{type(err).__name__}: {_first_line(err)}") from None
 
 
+def _constant_clip(inputs):
+    """``relax.clip`` for an ONNX Clip (opset 11+) whose bounds are absent or scalar constants,
+    else ``None``. TVM's converter writes every Clip as ``maximum``/``minimum`` kernels, which
+    neither fuse into a conv's epilogue (relu6, hardswish) nor keep NaN (``nan_safe`` rewrites
+    ``relax.clip``)."""
+    from tvm import relax  # noqa: PLC0415
+
+    x, *bounds = (list(inputs) + [None, None])[:3]
+    values = []
+    for bound, missing in zip(bounds, (-np.inf, np.inf)):
+        if bound is None:
+            values.append(missing)
+        elif isinstance(bound, tvm.ir.expr.Constant) and bound.value.numpy().size == 1 \
+                and np.issubdtype(bound.value.numpy().dtype, np.floating):
+            values.append(float(bound.value.numpy().reshape(-1)[0]))
+        else:
+            return None
+    if any(np.isnan(v) for v in values):
+        return None  # ONNX reads a NaN bound as no bound: TVM's converter handles that
+    return relax.op.clip(x, *values)
+
+
 def onnx_to_relax(model, shape_dict: dict, source: str):
     """TVM's ONNX importer, naming the node it failed on.
 
@@ -208,6 +232,8 @@ def onnx_to_relax(model, shape_dict: dict, source: str):
 
         def _convert_operator(self, op_name, inputs, attrs, opset):
             self.current = (op_name, attrs.get("tvm_custom", {}).get("name"))
+            if op_name == "Clip" and opset >= 11 and (clip := _constant_clip(inputs)) is not None:
+                return clip
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)

@@ -121,3 +121,70 @@ def test_silu_is_fused_into_the_kernel(tmp_path, form, sparse):
     x = random_input(shape)
     assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
     assert [r.epilogue for r in compiled.plan] == ["bias+silu"]
+
+
+class _ConvHardswish(torch.nn.Module):
+    """Conv + hardswish written out, in the order Paddle exports it: ``(y * clip(y + 3)) / 6``
+    (torch's own and ONNX HardSwish give ``y * (clip(y + 3) / 6)``)."""
+
+    def __init__(self, cin=8, cout=16, k=3, groups=1):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y * torch.clamp(y + 3, 0, 6) / 6
+
+
+@pytest.mark.parametrize("form", ["module", "onnx", "paddle-order-onnx"])
+@pytest.mark.parametrize("sparse", ["never", "always"])
+def test_hardswish_is_fused_into_the_kernel(tmp_path, form, sparse):
+    import fscnn_tvm
+    from fscnn_tvm.testing import TOLERANCE, random_input, relative_error, torch_reference
+
+    shape = (2, 8, 9, 9)
+    if form == "paddle-order-onnx":
+        model = randomize_(_ConvHardswish())
+    else:
+        model = randomize_(torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Hardswish()))
+    source = model
+    if form != "module":
+        source = str(tmp_path / "hardswish.onnx")
+        torch.onnx.export(model, (torch.zeros(shape),), source, input_names=["x"], dynamo=False,
+                          opset_version=17)
+    compiled = fscnn_tvm.compile(source, shape, sparse=sparse)
+    x = random_input(shape) * 4  # across both bends of the curve (-3 and 3)
+    assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
+    assert [r.epilogue for r in compiled.plan] == ["bias+hardswish"]
+
+
+def test_hardswish_fused_in_depthwise_winograd_and_pointwise(compare):
+    """Every dense compute carries the hardswish epilogue: depthwise (spatial), Winograd
+    (3x3 on a map wide enough for it) and the pointwise GEMM."""
+    for model, shape in [(_ConvHardswish(16, 16, 3, groups=16), (1, 16, 20, 20)),
+                         (_ConvHardswish(32, 32, 3), (1, 32, 40, 40)),
+                         (_ConvHardswish(24, 40, 1), (1, 24, 16, 16))]:
+        compiled = compare(randomize_(model), shape, sparse="never")
+        assert [r.epilogue for r in compiled.plan] == ["bias+hardswish"]
+
+
+def test_onnx_clip_with_constant_bounds_is_relu6_in_the_kernel(tmp_path):
+    """ONNX Clip (opset 11+, bounds as inputs) with constant bounds imports as relax.clip, so
+    ReLU6 fuses like it does from torch and a NaN input stays NaN, as in ONNX Runtime."""
+    import fscnn_tvm
+    from fscnn_tvm.testing import TOLERANCE, random_input, relative_error, torch_reference
+
+    shape = (1, 8, 9, 9)
+    model = randomize_(torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU6()))
+    source = str(tmp_path / "relu6.onnx")
+    torch.onnx.export(model, (torch.zeros(shape),), source, input_names=["x"], dynamo=False, opset_version=13)
+    compiled = fscnn_tvm.compile(source, shape)
+    assert [r.epilogue for r in compiled.plan] == ["bias+relu6"]
+    x = random_input(shape) * 4
+    assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
+    clip_only = torch.nn.Sequential(torch.nn.Hardtanh(-1.0, 2.0))
+    source = str(tmp_path / "clip.onnx")
+    torch.onnx.export(clip_only, (torch.zeros(shape),), source, input_names=["x"], dynamo=False, opset_version=13)
+    x[0, 0, 0, 0] = np.nan
+    out = fscnn_tvm.compile(source, shape)(x)
+    assert np.isnan(out[0, 0, 0, 0]) and np.allclose(out[0, 0, 0, 1:], np.clip(x[0, 0, 0, 1:], -1, 2))

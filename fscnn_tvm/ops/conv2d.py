@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
-ACTIVATIONS = ("none", "relu", "relu6", "silu")
+ACTIVATIONS = ("none", "relu", "relu6", "silu", "hardswish")
 # Activations propagate NaN as PyTorch does: written as selects on "x < 0" / "x > 6" (false for
 # NaN, so NaN passes through). max(x, 0) would not: LLVM lowers it to an instruction that returns
 # the non-NaN operand. (An explicit isnan select also works but cost resnet50@0.9 17.0 ms against
@@ -33,7 +33,10 @@ ACTIVATIONS = ("none", "relu", "relu6", "silu")
 ACTIVATION_SCRIPT = {"none": "{v}", "relu": "T.Select({v} < T.float32(0), T.float32(0), {v})",
                      "relu6": "T.Select({v} < T.float32(0), T.float32(0), T.Select({v} > T.float32(6), "
                               "T.float32(6), {v}))",
-                     "silu": "({v}) * T.sigmoid({v})"}
+                     "silu": "({v}) * T.sigmoid({v})",
+                     "hardswish": "({v}) * T.Select({v} + T.float32(3) < T.float32(0), T.float32(0), "
+                                  "T.Select({v} + T.float32(3) > T.float32(6), T.float32(6), {v} + T.float32(3)))"
+                                  " / T.float32(6)"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ def _activation(x, act: str):
         return tirx.Select(x < zero, zero, tirx.Select(x > six, six, x))
     if act == "silu":
         return x * tirx.sigmoid(x)
+    if act == "hardswish":  # x * relu6(x + 3) / 6, as the importers write it
+        t = x + tirx.const(3.0, "float32")
+        return x * _activation(t, "relu6") / tirx.const(6.0, "float32")
     if act == "none":
         return x
     raise ValueError(f"conv2d: unknown activation {act!r}, expected one of {ACTIVATIONS}")
