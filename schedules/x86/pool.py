@@ -31,6 +31,8 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
         return None
     sch = s_tir.Schedule(func)
     pool = sch.get_sblock("pool_max")
+    # the running max of a step lives in a stack buffer (registers), stored to the output once
+    store = sch.cache_write(pool, 0, "global")
     b, c, i, j, ry, rx = sch.get_loops(pool)
     jo, ji = sch.split(j, [None, row_vector(int(sch.get(j).extent), lanes)])
     sch.reorder(jo, ry, rx, ji)
@@ -38,6 +40,8 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     sch.vectorize(ji)
     sch.unroll(ry)
     sch.unroll(rx)
+    sch.reverse_compute_at(store, jo)
+    sch.vectorize(sch.get_loops(store)[-1])
     init = sch.decompose_reduction(pool, ry)
     sch.vectorize(sch.get_loops(init)[-1])
     schedule_deinterleaved_pad(sch)
