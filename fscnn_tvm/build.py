@@ -17,7 +17,7 @@ import tvm
 from tqdm import tqdm
 from tvm import relax
 
-from . import __version__, fileio, kernels, passes, targets
+from . import __version__, fast_math, fileio, kernels, passes, targets
 from .nan_safe import legalize_max_pool2d, nan_safe
 from .pipeline import plan_model
 from .runtime import META_FUNCTION, Runner, integrity_trailer
@@ -32,9 +32,12 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     Our kernels carry ``op_pattern`` = opaque so FuseOps leaves them whole: their schedules
     were made for exactly the blocks they have.
     """
+    custom = {"relax.nn.max_pool2d": legalize_max_pool2d}
+    if target.kind.name == "llvm":
+        custom.update(fast_math.LEGALIZATIONS)  # exp, sigmoid, SiLU, softmax on a vector exp
     with target:
         return tvm.transform.Sequential([
-            relax.transform.LegalizeOps({"relax.nn.max_pool2d": legalize_max_pool2d}),
+            relax.transform.LegalizeOps(custom),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
