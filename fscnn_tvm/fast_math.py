@@ -1,61 +1,49 @@
-"""CPU legalisations of the exp-based ops with a vectorisable exp (``ops/conv2d.fast_exp``).
+"""A vectorisable float32 exp for every kernel fscnn-tvm builds for a CPU.
 
-TVM lowers ``exp`` to LLVM's ``llvm.exp``, and LLVM, with no vector math library, calls ``expf``
-once per lane: a softmax, sigmoid or SiLU that is not fused into one of our conv epilogues ran
-at scalar speed (YOLOv8n's DFL softmax over 134 K values: 0.62 ms). These legalisations compute
-the same ops, float32 only, with the polynomial exp (~1 ulp); anything else keeps TVM's own.
+TVM lowers ``tirx.exp`` to LLVM's ``llvm.exp`` and LLVM, with no vector math library, calls
+``expf`` once per lane: a SiLU, sigmoid or softmax ran at scalar speed (a SiLU epilogue cost 6x a
+ReLU one; YOLOv8n's DFL softmax 0.62 ms). Our own epilogues call ``ops/conv2d.fast_exp``
+directly; for everything else (the TVMScript kernels' ``T.sigmoid``, the ops TVM legalises
+itself) :func:`compile` registers ``fast_exp`` as the LLVM lowering of float32 ``exp`` for the
+duration of one ``tvm.compile``. Outside it (another user of TVM in the same process) TVM's
+own lowering applies unchanged.
 """
 from __future__ import annotations
 
-from tvm import relax, te, tirx, topi
+import contextlib
+import threading
 
-from .ops.conv2d import _activation, fast_exp
+import tvm
+from tvm import tirx
 
+from .ops.conv2d import fast_exp
 
-def _tvm_default(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    return call.op.get_attr("FLegalize")(bb, call)
-
-
-def _float32(call: relax.Call) -> bool:
-    return getattr(call.ty, "dtype", None) == "float32"
-
-
-def _sigmoid(x):
-    one = tirx.const(1.0, "float32")
-    return one / (one + fast_exp(-x))
+_TVM_EXP = tvm.ir.Op.get("tirx.exp").get_attr("llvm.FLowerIntrinsic")
+_state = threading.local()  # lowering runs in the thread that called tvm.compile
 
 
-def _elementwise(fn, name: str):
-    def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        if not _float32(call):
-            return _tvm_default(bb, call)
-        return bb.call_te(lambda x: te.compute(x.shape, lambda *i: fn(x(*i)), name=name), call.args[0],
-                          primfunc_name_hint=name)
-    return legalize
+def _lower_exp(call):
+    x = call.args[0]
+    if getattr(_state, "active", False) and str(getattr(x, "ty", "")).startswith("float32"):
+        return fast_exp(x)
+    return _TVM_EXP(call)
 
 
-def _softmax(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """exp(x - max) / sum, along ``axis``."""
-    if not _float32(call):
-        return _tvm_default(bb, call)
-
-    def compute(x):
-        axis = int(call.attrs.axis) % len(x.shape)
-
-        def reduced(index):  # the index of the keepdims reduction for element ``index``
-            return [0 if d == axis else v for d, v in enumerate(index)]
-
-        top = topi.max(x, axis=axis, keepdims=True)
-        e = te.compute(x.shape, lambda *i: fast_exp(x(*i) - top(*reduced(i))), name="softmax_exp")
-        total = topi.sum(e, axis=axis, keepdims=True)
-        return te.compute(x.shape, lambda *i: e(*i) / total(*reduced(i)), name="softmax")
-
-    return bb.call_te(compute, call.args[0], primfunc_name_hint="softmax")
+tirx.op.register_intrin_lowering("tirx.exp", "llvm", f=_lower_exp, level=100)
 
 
-LEGALIZATIONS = {
-    "relax.exp": _elementwise(fast_exp, "exp"),
-    "relax.sigmoid": _elementwise(_sigmoid, "sigmoid"),
-    "relax.nn.silu": _elementwise(lambda x: _activation(x, "silu"), "silu"),
-    "relax.nn.softmax": _softmax,
-}
+@contextlib.contextmanager
+def vector_exp():
+    """Float32 ``exp`` lowers to :func:`fast_exp` (~1 ulp) inside this block, in this thread."""
+    before = getattr(_state, "active", False)
+    _state.active = True
+    try:
+        yield
+    finally:
+        _state.active = before
+
+
+def compile(mod, target):  # noqa: A001 - tvm.compile with the vector exp
+    """``tvm.compile(mod, target)`` with float32 ``exp`` lowered to :func:`fast_exp`."""
+    with vector_exp():
+        return tvm.compile(mod, target)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tvm
 
-from . import kernels, kinds
+from . import fast_math, kernels, kinds
 from .layer import Layer
 
 
@@ -41,7 +41,7 @@ class KernelTimer:
             from .schedules import schedule_func  # noqa: PLC0415 - heavy
 
             mod = tvm.IRModule({"main": schedule_func(kernel.func, self.target)})
-            lib = self._compiled[kernel.key] = tvm.compile(mod, self.target)
+            lib = self._compiled[kernel.key] = fast_math.compile(mod, self.target)
         return lib
 
     def seconds(self, layer: Layer, kind: str, knobs: dict | None = None) -> float:
@@ -76,7 +76,7 @@ def compiled_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: d
     from .schedules import schedule_func  # noqa: PLC0415 - heavy
 
     kernel = kernels.build_kernel(layer, kind, target, knobs)
-    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
+    lib = fast_math.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
     dev = tvm.cpu()
     in_shape, out_shape = kernel.shapes(layer)
     x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")

@@ -1,8 +1,15 @@
 """Dense conv2d that fscnn-tvm owns: NCHW activations, output-channel-blocked weights, fused epilogue.
 
-The computation is written so that one schedule (``schedules/x86/conv2d.py``) can keep a register
-tile of ``ow_tile`` output columns x ``oc_block`` output channels in vector registers: every reduction
-step broadcasts one input value and multiplies it with a contiguous vector of ``oc_block`` weights.
+Three computes, one per register tile (schedules in ``schedules/x86/conv2d.py``; the rule that
+picks one is ``schedules/x86/rules.conv_tile``):
+
+- ``conv2d_oc_blocked``: ``ow_tile`` output columns x ``oc_block`` output channels in vector
+  registers; every reduction step broadcasts one input value and multiplies it with a
+  contiguous vector of ``oc_block`` weights. Any kernel, stride, padding, dilation.
+- ``conv2d_pointwise``: a 1x1 stride-1 conv as a GEMM over the flattened map, ``oc_tile``
+  channels x whole vectors of consecutive pixels, stored without a transpose.
+- ``conv2d_spatial``: depthwise and other grouped convs, one channel's output row in vectors.
+
 Activations stay in plain NCHW, so no layout conversion is ever inserted between layers.
 
 Shapes (``Ng`` = groups, ``ICg = IC / groups``, ``OCB = ceil(OC / oc_block)``):
@@ -114,16 +121,23 @@ EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 
             5.0000001201e-1)
 
 
+def _type(x) -> str:
+    """The TIR type of ``x`` as text (``float32``, or ``float32x16`` once vectorised)."""
+    ty = getattr(x, "ty", None)
+    return str(ty) if ty is not None and str(ty).startswith("float32") else "float32"
+
+
 def _let(value, body, name: str):
     """``body(v)`` with ``v`` bound to ``value`` once (a TIR Let): an expression used several
     times is not copied into each use (a Winograd output transform fed to SiLU would be)."""
-    var = tirx.Var(name, "float32")
+    var = tirx.Var(name, _type(value))
     return tirx.Let(var, value, body(var))
 
 
 def fast_exp(x):
-    """``exp(x)`` for float32 as vectorisable arithmetic (NaN stays NaN)."""
-    f32 = "float32"
+    """``exp(x)`` for float32 (scalar or vector) as vectorisable arithmetic (NaN stays NaN)."""
+    f32 = _type(x)
+    i32 = f32.replace("float", "int")
 
     def c(v):
         return tirx.const(v, f32)
@@ -135,7 +149,7 @@ def fast_exp(x):
                 for coef in EXP_POLY[1:]:
                     p = p * r + c(coef)
                 scale = tirx.reinterpret(f32, tirx.shift_left(
-                    n.astype("int32") + tirx.const(127, "int32"), tirx.const(23, "int32")))
+                    n.astype(i32) + tirx.const(127, i32), tirx.const(23, i32)))
                 return (p * r * r + r + c(1.0)) * scale
             return _let(x - n * c(0.693359375) + n * c(2.12194440e-4), from_r, "exp_r")
         return _let(tirx.floor(x * c(1.44269504088896341) + c(0.5)), from_n, "exp_n")
