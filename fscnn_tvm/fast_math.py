@@ -2,7 +2,7 @@
 
 TVM lowers ``tirx.exp`` to LLVM's ``llvm.exp`` and LLVM, with no vector math library, calls
 ``expf`` once per lane: a SiLU, sigmoid or softmax ran at scalar speed (a SiLU epilogue cost 6x a
-ReLU one; YOLOv8n's DFL softmax 0.62 ms). Our own epilogues call ``ops/conv2d.fast_exp``
+ReLU one; YOLOv8n's DFL softmax 0.62 ms). Our own epilogues call ``ops/activations.fast_exp``
 directly; for everything else (the TVMScript kernels' ``T.sigmoid``, the ops TVM legalises
 itself) :func:`compile` registers ``fast_exp`` as the LLVM lowering of float32 ``exp`` for the
 duration of one ``tvm.compile``. Outside it (another user of TVM in the same process) TVM's
@@ -16,7 +16,7 @@ import threading
 import tvm
 from tvm import tirx
 
-from .ops.conv2d import fast_exp
+from .ops.activations import fast_exp
 
 _TVM_EXP = tvm.ir.Op.get("tirx.exp").get_attr("llvm.FLowerIntrinsic")
 _state = threading.local()  # lowering runs in the thread that called tvm.compile

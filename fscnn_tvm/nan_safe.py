@@ -9,7 +9,7 @@ finite. This Relax rewrite (run before legalisation) writes them as selects that
 - ``max_pool2d`` (NCHW) is legalised by :func:`legalize_max_pool2d`: the same window max, with a
   reducer that keeps NaN (a window holding a NaN gives NaN) and costs what TVM's own pool costs
 
-Our own kernels' fused activations are written the same way (``ops/conv2d.ACTIVATION_SCRIPT``).
+Our own kernels' fused activations are written the same way (``ops/activations.py``).
 """
 from __future__ import annotations
 

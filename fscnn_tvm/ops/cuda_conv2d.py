@@ -32,7 +32,7 @@ import numpy as np
 import tvm
 
 from .. import sparse
-from .conv2d import ACTIVATION_SCRIPT as _ACT
+from .activations import ACTIVATION_SCRIPT as _ACT
 from .conv2d import Conv2dSpec
 from .sparse_conv2d import SparseConvLayout
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tvm
 
-from .conv2d import ACTIVATION_SCRIPT as _ACT
+from .activations import ACTIVATION_SCRIPT as _ACT
 
 THREADS = 128
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 
-from .conv2d import ACTIVATION_SCRIPT as _ACT
+from .activations import ACTIVATION_SCRIPT as _ACT
 from .conv2d import Conv2dSpec
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tvm
 
-from .conv2d import ACTIVATION_SCRIPT as _ACT
+from .activations import ACTIVATION_SCRIPT as _ACT
 
 
 def sparse_dense_script(batch: int, in_features: int, out_features: int, lanes: int,

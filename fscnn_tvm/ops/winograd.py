@@ -38,7 +38,8 @@ import numpy as np
 from tvm import te, tirx
 
 from ..tvm_compat import winograd_matrices
-from .conv2d import Conv2dSpec, _activation, deinterleaved_padded_input
+from .activations import activation
+from .conv2d import Conv2dSpec, deinterleaved_padded_input
 
 TILE_SIZES = (2, 4, 6)  # F(2x2,3x3), F(4x4,3x3), F(6x6,3x3)
 MIN_CHANNELS = 4  # fewer input channels (an RGB stem): the transforms cost more than the GEMM saves
@@ -218,7 +219,7 @@ def winograd_conv2d(layout: WinogradLayout, *, act: str = "none", has_bias: bool
             value = value + bias[k]
         if residual is not None:
             value = value + residual[b, k, y, x]
-        return _activation(value, act)
+        return activation(value, act)
 
     out = te.compute(spec.out_shape, output_body, name="out")
     return inputs, out
