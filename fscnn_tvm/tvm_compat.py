@@ -235,7 +235,7 @@ def onnx_to_relax(model, shape_dict: dict, source: str):
         def _convert_operator(self, op_name, inputs, attrs, opset):
             self.current = (op_name, attrs.get("tvm_custom", {}).get("name"))
             if op_name == "Clip" and opset >= 11 and (clip := _constant_clip(inputs)) is not None:
-                return clip
+                return self.bb.normalize(clip)  # as TVM's own _convert_operator returns it
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
