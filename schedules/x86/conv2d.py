@@ -14,30 +14,40 @@ from tvm import s_tir, tirx
 from fscnn_tvm.kinds import Compute, compute_of
 
 
-def _schedule_pad(sch: s_tir.Schedule) -> None:
+PARTITION = "pragma_loop_partition_hint"  # LoopPartition splits off the interior: no bounds checks
+
+
+def _pad_block(sch: s_tir.Schedule):
     try:
-        pad = sch.get_sblock("pad")
+        return sch.get_sblock("pad")
     except Exception:  # noqa: BLE001 - no padding stage in this kernel
+        return None
+
+
+def _schedule_plane_pad(sch: s_tir.Schedule, loops: list) -> None:
+    """A pad's loops over one (image, channel) plane: rows, columns (vectorised), or rows,
+    phases, columns for ``deinterleaved_padded_input`` (the phases unrolled inside a plain column
+    loop: vectorised, its strided loads became gathers, ~20 cycles per 8 floats on Zen 5, 2.0 of
+    10 ms on Winograd 64->64@224)."""
+    sch.annotate(loops[0], PARTITION, 1)
+    if len(loops) == 3:
+        _, phases, columns = loops
+        sch.reorder(columns, phases)
+        sch.unroll(phases)
+        sch.annotate(columns, PARTITION, 1)
+    else:
+        sch.vectorize(loops[-1])
+
+
+def schedule_pad(sch: s_tir.Schedule) -> None:
+    """The padding stage (``ops/conv2d.padded_input`` or ``deinterleaved_padded_input``), if the
+    kernel has one, as a whole-map copy: (image, channel) planes in parallel."""
+    pad = _pad_block(sch)
+    if pad is None:
         return
     loops = sch.get_loops(pad)
-    if len(loops) == 5:  # de-interleaved by column phase (a strided conv2d_spatial)
-        schedule_deinterleaved_pad(sch)
-        return
     sch.parallel(sch.fuse(loops[0], loops[1]))
-    sch.annotate(loops[2], "pragma_loop_partition_hint", 1)
-    sch.vectorize(loops[-1])
-
-
-def schedule_deinterleaved_pad(sch: s_tir.Schedule) -> None:
-    """The de-interleaving pad (``ops/conv2d.deinterleaved_padded_input``): (image, channel)
-    parallel, a plain loop over the input row with the phases unrolled. Vectorised, its strided
-    loads became gathers (~20 cycles per 8 floats on Zen 5: 2.0 of 10 ms on Winograd 64->64@224)."""
-    loops = sch.get_loops(sch.get_sblock("pad"))
-    sch.parallel(sch.fuse(loops[0], loops[1]))
-    sch.reorder(loops[4], loops[3])
-    sch.unroll(loops[3])
-    for lp in (loops[2], loops[4]):
-        sch.annotate(lp, "pragma_loop_partition_hint", 1)
+    _schedule_plane_pad(sch, loops[2:])
 
 
 def _finish_tile(sch: s_tir.Schedule, conv, xo, reduce_outer) -> None:
@@ -47,7 +57,6 @@ def _finish_tile(sch: s_tir.Schedule, conv, xo, reduce_outer) -> None:
     init = sch.decompose_reduction(conv, reduce_outer)  # after vectorize/unroll (TVM_NOTES 7)
     for block in (init, sch.get_sblock("out")):
         _unroll_vectorize(sch, _loops_below(sch, block, xo))
-    _schedule_pad(sch)
 
 
 def _loops_below(sch: s_tir.Schedule, block, anchor) -> list:
@@ -76,6 +85,7 @@ def schedule_oc_blocked(sch: s_tir.Schedule, ow_tile: int) -> s_tir.Schedule:
     sch.unroll(xi)
     sch.parallel(sch.fuse(n, cb, y))
     _finish_tile(sch, conv, xo, rc)
+    schedule_pad(sch)
     return sch
 
 
@@ -91,30 +101,17 @@ def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Sch
     sch.unroll(xm)
     sch.unroll(rx)
     sch.unroll(ry)
-    try:
-        pad = sch.get_sblock("pad")
-    except Exception:  # noqa: BLE001 - no padding stage in this kernel
-        pad = None
+    pad = _pad_block(sch)
     if pad is None or int(sch.get(rc).extent) > 1:
         sch.parallel(sch.fuse(n, c, y))
         _finish_tile(sch, conv, xo, rc)
+        schedule_pad(sch)
         return sch
     plane = sch.fuse(n, c)
     sch.parallel(plane)
-    sch.reverse_compute_at(sch.get_sblock("out"), xo)
-    sch.set_scope(conv, 0, "global")
-    init = sch.decompose_reduction(conv, rc)
-    for block in (init, sch.get_sblock("out")):
-        _unroll_vectorize(sch, _loops_below(sch, block, xo))
+    _finish_tile(sch, conv, xo, rc)
     sch.compute_at(pad, plane)
-    loops = _loops_below(sch, pad, plane)
-    sch.annotate(loops[0], "pragma_loop_partition_hint", 1)
-    if len(loops) == 3:  # de-interleaved (rows, phases, columns): the pad's own loop order
-        sch.reorder(loops[2], loops[1])
-        sch.unroll(loops[1])
-        sch.annotate(loops[2], "pragma_loop_partition_hint", 1)
-    else:
-        sch.vectorize(loops[-1])
+    _schedule_plane_pad(sch, _loops_below(sch, pad, plane))
     return sch
 
 

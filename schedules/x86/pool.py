@@ -2,8 +2,8 @@
 
 The padded input is stored de-interleaved by column phase, so a vector of consecutive outputs of
 a row reads consecutive addresses for every window tap: per (image, channel, output row), in
-parallel, the row is swept in vectors of ``lanes`` outputs with the window taps unrolled. The
-padding copy is the Winograd kernel's (``conv2d.schedule_deinterleaved_pad``).
+parallel, the row is swept in steps of up to 4 vectors of outputs with the window taps unrolled.
+The padding copy is scheduled as the conv kernels' (``conv2d.schedule_pad``).
 (ResNet-50's 3x3/2 pool at 112x112: 1.0 ms scalar before.)
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tvm import s_tir, tirx
 
 from fscnn_tvm.kinds import Compute, compute_of
 
-from .conv2d import schedule_deinterleaved_pad
+from .conv2d import schedule_pad
 
 
 def row_vector(width: int, lanes: int) -> int:
@@ -31,8 +31,6 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
         return None
     sch = s_tir.Schedule(func)
     pool = sch.get_sblock("pool_max")
-    # the running max of a step lives in a stack buffer (registers), stored to the output once
-    store = sch.cache_write(pool, 0, "global")
     b, c, i, j, ry, rx = sch.get_loops(pool)
     jo, ji = sch.split(j, [None, row_vector(int(sch.get(j).extent), lanes)])
     sch.reorder(jo, ry, rx, ji)
@@ -40,9 +38,7 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     sch.vectorize(ji)
     sch.unroll(ry)
     sch.unroll(rx)
-    sch.reverse_compute_at(store, jo)
-    sch.vectorize(sch.get_loops(store)[-1])
     init = sch.decompose_reduction(pool, ry)
     sch.vectorize(sch.get_loops(init)[-1])
-    schedule_deinterleaved_pad(sch)
+    schedule_pad(sch)
     return sch.mod["main"]

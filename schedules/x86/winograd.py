@@ -14,7 +14,7 @@ from tvm import s_tir, tirx
 
 from fscnn_tvm.kinds import Compute, compute_of
 
-from .conv2d import _loops_below, _unroll_vectorize, schedule_deinterleaved_pad
+from .conv2d import _loops_below, _unroll_vectorize, schedule_pad
 
 
 ALIAS_FLOATS = 1024  # 4 KB: addresses this far apart share L1 sets (and 4K-alias loads to stores)
@@ -80,7 +80,7 @@ def schedule_winograd(sch: s_tir.Schedule, attrs: dict) -> s_tir.Schedule:
     init = sch.decompose_reduction(gemm, lg["rc"])
     for block in (init, acc):
         _unroll_vectorize(sch, _loops_below(sch, block, anchor))
-    schedule_deinterleaved_pad(sch)
+    schedule_pad(sch)
     return sch
 
 
