@@ -43,8 +43,10 @@ LAYERS = [
     ("linear", 9216, 2048, 1),
     ("linear", 2048, 2048, 4),
 ]
-# 3x3 stride-1 layers timed with the dense kinds only (Winograd's terms: big maps, deep and narrow)
-WINOGRAD_LAYERS = [(32, 48, 3, 1, 120, 1), (640, 640, 3, 1, 12, 1), (160, 320, 3, 1, 36, 1), (384, 384, 3, 1, 14, 1)]
+# 3x3 stride-1 layers timed with the dense kinds only (Winograd's terms: big maps, deep and narrow,
+# a 14x14 map where F(2x2) and F(4x4) are close)
+WINOGRAD_LAYERS = [(32, 48, 3, 1, 120, 1), (640, 640, 3, 1, 12, 1), (160, 320, 3, 1, 36, 1),
+                   (384, 384, 3, 1, 14, 1)]
 QUICK = [0, 2, 5, 9, 11]  # a subset for tests: 3x3, small 3x3, 1x1 wide and small, linear
 DENSITIES = (0.3, 0.1, 0.04)
 

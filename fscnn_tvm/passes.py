@@ -4,8 +4,8 @@
 matmul whose weight is a constant, together with the epilogue it can absorb: the chain
 ``op -> add(bias const) -> add(residual tensor) -> relu | clip(0, 6) | silu | hardswish``, where
 each step is optional and every intermediate value has exactly one user (SiLU written as
-``y * sigmoid(y)`` and hardswish as ``y * clip(y + 3, 0, 6) / 6`` are the two-user steps). :func:`apply_plan` replaces each chain by one
-``call_tir`` to the kernel the plan chose for that layer (see ``plan.py``), built by
+``y * sigmoid(y)`` and hardswish as ``y * clip(y + 3, 0, 6) / 6`` are the two-user steps).
+:func:`apply_plan` replaces each chain by one ``call_tir`` to the kernel the plan chose for that layer (see ``plan.py``), built by
 ``kernels.build_kernel``. This module only rewrites; scheduling is the next stage
 (``schedules.schedule_module``).
 """
@@ -280,25 +280,26 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
 class _ReplaceLayers(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.replacements: dict = {}  # tail var -> (GlobalVar, args, out TensorType, Layer, view)
+        self.replacements: dict = {}  # tail var -> (GlobalVar, args, Layer, kernels.Kernel)
         self.absorbed: set = set()
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         var = binding.var
         if var in self.replacements:
-            gv, args, out_ty, layer, view = self.replacements[var]
+            gv, args, layer, kernel = self.replacements[var]
             args = [self.visit_expr(a) for a in args]
             emit = self.builder_.emit if isinstance(var, relax.DataflowVar) else self.builder_.emit_output
-            if layer.graph_shape is None and view is None:
+            in_shape, out_shape = kernel.shapes(layer)
+            out_ty = relax.TensorType(list(out_shape), "float32")
+            if layer.graph_shape is None and kernel.view is None:
                 self.set_var_remap(var, emit(relax.call_tir(gv, args, out_ty), name_hint=var.name))
                 return
             # An N-D matmul: the kernel sees (rows, K) and gives (rows, M); a kernel with a view
             # (the pointwise conv: flattened maps) sees its own shapes. Reshape (a view) around it.
-            in_shape, out_shape = view or (layer.in_shape, layer.out_shape)
             args[0] = self.builder_.emit(relax.op.reshape(args[0], in_shape))
             if layer.residual is not None:
                 args[-1] = self.builder_.emit(relax.op.reshape(args[-1], out_shape))
-            flat = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType(list(out_shape), "float32")))
+            flat = self.builder_.emit(relax.call_tir(gv, args, out_ty))
             self.set_var_remap(var, emit(relax.op.reshape(flat, layer.graph_shape or layer.out_shape),
                                          name_hint=var.name))
         elif var in self.absorbed:
@@ -328,10 +329,9 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tvm.IRM
         args = [layer.data] + [relax.const(a) for a in kernel.constants]
         if layer.residual is not None:
             args.append(layer.residual)
-        out_ty = relax.TensorType(list(layer.out_shape), "float32")
         if layer.tail in mutator.replacements:
             raise RuntimeError(f"internal: {layer.name} ends where another layer ends")
-        mutator.replacements[layer.tail] = (gv, args, out_ty, layer, kernel.view)
+        mutator.replacements[layer.tail] = (gv, args, layer, kernel)
         mutator.absorbed.update(layer.absorbed)
     main_gv = mutator.builder_.get().get_global_var("main")
     mutator.builder_.update_func(main_gv, mutator.visit_expr(mod["main"]))

@@ -127,10 +127,10 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
     one = spec.kernel == (1, 1)
     if kind == "dense":
         conv_kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes)
-        owp = -(-spec.out_width // ow_tile) * ow_tile
+        # the pointwise GEMM's ow_tile counts pixels of the flattened map: its tiles divide the map
+        owp = spec.out_width if conv_kind == kinds.Compute.CONV2D_POINTWISE else \
+            -(-spec.out_width // ow_tile) * ow_tile
         ocp = -(-spec.out_channels // oc_block) * oc_block
-        if conv_kind == kinds.Compute.CONV2D_POINTWISE:  # ow_tile pixels of the flattened map
-            owp = spec.out_width
         work = 2.0 * spec.batch * ocp * spec.out_height * owp * (spec.in_channels // spec.groups) * \
             spec.kernel[0] * spec.kernel[1]
         key = "dense.flop_grouped" if conv_kind == kinds.Compute.CONV2D_SPATIAL else (

@@ -205,11 +205,11 @@ def _constant_clip(inputs):
     x, *bounds = (list(inputs) + [None, None])[:3]
     values = []
     for bound, missing in zip(bounds, (-np.inf, np.inf)):
+        value = bound.value.numpy() if isinstance(bound, tvm.ir.expr.Constant) else None
         if bound is None:
             values.append(missing)
-        elif isinstance(bound, tvm.ir.expr.Constant) and bound.value.numpy().size == 1 \
-                and np.issubdtype(bound.value.numpy().dtype, np.floating):
-            values.append(float(bound.value.numpy().reshape(-1)[0]))
+        elif value is not None and value.size == 1 and np.issubdtype(value.dtype, np.floating):
+            values.append(float(value.reshape(-1)[0]))
         else:
             return None
     if any(np.isnan(v) for v in values):

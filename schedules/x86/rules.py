@@ -34,9 +34,9 @@ def pointwise_tile(spec: Conv2dSpec, lanes: int) -> tuple[int, int] | None:
     The tile is ~24 accumulators with AVX-512 (~12 with AVX2): up to 4 vectors of consecutive
     pixels (as many as divide the map) x up to as many output channels as the rest allows, the
     channel count weighing padded channels against loads per FMA (6 x 4 vectors for 256 channels,
-    not 4 x 4 without padding: measured 0.42 against 0.46 ms on 256->64@56). Measured on a Zen 5 core against the
-    ``oc_blocked`` tile (RESULTS.md, issue 15): 16->96@112 0.45 -> 0.24 ms, 24->144@56 0.19 ->
-    0.12, 64->256@56 0.57 -> 0.46, 256->64@56 0.44 -> 0.42; 512->128@28 a tie.
+    not 4 x 4 without padding: measured 0.42 against 0.46 ms on 256->64@56). Measured on a Zen 5
+    core against the ``oc_blocked`` tile (RESULTS.md, issue 15): 16->96@112 0.45 -> 0.24 ms,
+    24->144@56 0.19 -> 0.12, 64->256@56 0.57 -> 0.46, 256->64@56 0.44 -> 0.42; 512->128@28 a tie.
     """
     pixels = spec.height * spec.width
     if not is_pointwise(spec) or pixels % lanes:
