@@ -122,9 +122,10 @@ def _sparse_linear(layer: Layer, lanes: int) -> Kernel:
                                          has_residual).with_attrs(
         {KERNEL_ATTR: Compute.SPARSE_DENSE, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
     fmt = sparse.csr_from_dense(layer.weight)
+    cols = fmt.cols.astype(sparse_dense_ops.index_dtype(in_features))
     bias = layer.bias if layer.bias is not None else np.zeros(out_features, "float32")
     key = (Compute.SPARSE_DENSE, batch, in_features, out_features, lanes, layer.act, has_residual)
-    return Kernel(func, [fmt.indptr, fmt.cols, fmt.values, bias], key, "fscnn_csr_dense")
+    return Kernel(func, [fmt.indptr, cols, fmt.values, bias], key, "fscnn_csr_dense")
 
 
 def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:

@@ -21,9 +21,9 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("batch", [1, 4, 5])
+@pytest.mark.parametrize("batch", [1, 4, 5, 9])  # 9: two batch tiles of a chunked weight block
 def test_linear_matches_torch(compare, batch):
-    compiled = compare(randomize_(MLP([300, 70, 10])), (batch, 300))
+    compiled = compare(randomize_(MLP([1100, 70, 10])), (batch, 1100))
     assert [r.op for r in compiled.plan] == ["linear", "linear"]
     assert compiled.plan[0].epilogue == "bias+relu"
 

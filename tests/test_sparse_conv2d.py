@@ -72,11 +72,23 @@ def test_empty_rows_and_all_zero_layer():
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.9, 0.99])
-@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("batch", [1, 4, 19])  # 19: batch tiles of 10 and 9 (AVX-512), 7, 7, 5 (AVX2)
 def test_csr_linear(batch, sparsity):
     model = sparsify_(randomize_(nn.Sequential(nn.Linear(300, 70), nn.ReLU(), nn.Linear(70, 10))), sparsity)
     compiled = check_against_torch(model, (batch, 300), sparse="always")
     assert [r.kernel for r in compiled.plan] == ["csr", "csr"]
+
+
+def test_csr_linear_wide_input_uses_int32_columns():
+    """Over 65536 inputs the column indices no longer fit 16 bits."""
+    from fscnn_tvm.ops.sparse_dense import index_dtype
+
+    assert index_dtype(1 << 16) == "uint16" and index_dtype((1 << 16) + 1) == "int32"
+    model = sparsify_(randomize_(nn.Sequential(nn.Linear((1 << 16) + 7, 3))), 0.9)
+    with torch.no_grad():  # a nonzero in the last column: an index past 16 bits
+        model[0].weight[:, -1] = 1.0
+    compiled = check_against_torch(model, (2, (1 << 16) + 7), sparse="always")
+    assert compiled.plan[0].kernel == "csr"
 
 
 def test_grouped_conv_stays_dense_with_reason():

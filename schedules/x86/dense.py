@@ -10,6 +10,7 @@ from tvm import s_tir, tirx
 from fscnn_tvm.kinds import Compute, compute_of
 
 BATCH_TILE = 4
+K_CHUNK = 512  # inputs per weight chunk when several batch tiles share it (128 KB at 64 outputs)
 
 
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:  # noqa: ARG001
@@ -21,13 +22,18 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:  # noqa: 
     n, b, v, k = sch.get_loops(acc)
     batch = int(sch.get(n).extent)
     no, ni = sch.split(n, [None, min(batch, BATCH_TILE)])
-    sch.reorder(b, no, k, ni, v)
+    chunked = batch > BATCH_TILE  # the batch tiles share each chunk of the weight block, from L2
+    if chunked:
+        ko, k = sch.split(k, [None, K_CHUNK])
+        sch.reorder(b, ko, no, k, ni, v)
+    else:
+        sch.reorder(b, no, k, ni, v)
     sch.vectorize(v)
     sch.unroll(ni)
     sch.parallel(b)
-    sch.reverse_compute_at(sch.get_sblock("out"), no)
+    sch.reverse_compute_at(sch.get_sblock("out"), b if chunked else no)
     sch.set_scope(acc, 0, "global")  # "local" lowers to a heap workspace per block; "global" to stack
-    init = sch.decompose_reduction(acc, k)
+    init = sch.decompose_reduction(acc, ko if chunked else k)
     init_loops = sch.get_loops(init)
     sch.vectorize(init_loops[-1])
     return sch.mod["main"]
