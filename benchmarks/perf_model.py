@@ -7,8 +7,9 @@
     TVM_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/perf_model.py plans
 
 Shapes: every distinct conv/linear of VGG16 and ResNet-50 at 224x224, AlexNet's and
-MobileNetV2's larger 1x1s, and odd ones (5x5, 7x7 stride 1, dilation 2, odd sizes, batch 4).
-Per shape: our dense kernel once, and at each sparsity the CSR kernel on an unstructured mask,
+MobileNetV2's larger 1x1s, odd ones (5x5, 7x7 stride 1, dilation 2, odd sizes, batch 4), and
+linears at batch 8 and maps of 320x320 (weights and maps past the caches). Every kernel is timed
+cold, as in a model run (``measure.KernelTimer``). Per shape: our dense-weight kinds once, and at each sparsity the CSR kernel on an unstructured mask,
 the BSR8 and CSR kernels on an 8x1 block mask (convs). ``score`` reports the decision accuracy
 (the model's choice is the measured fastest, or within 5% of it), the median relative error of
 each kind's predicted time, and the worst misses.
@@ -22,7 +23,7 @@ import time
 
 import numpy as np
 
-from fscnn_tvm import perf_model, plan, profiles, sparse, targets
+from fscnn_tvm import kinds, perf_model, plan, profiles, sparse, targets
 from fscnn_tvm.layer import conv_layer, linear_layer
 from fscnn_tvm.measure import KernelTimer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
@@ -77,6 +78,13 @@ GRID = {
     "odd.3x3_batch4": ("conv", 128, 128, 3, 1, 1, 1, 14, 4),
     "odd.1x1_batch4": ("conv", 256, 256, 1, 1, 0, 1, 14, 4),
     "odd.linear_batch4": ("linear", 1024, 1024, 4),
+    # weights past L2 and L3, batches of linears, big maps (issue 17)
+    "big.linear_4096_b8": ("linear", 4096, 4096, 8),
+    "big.linear_9216_4096": ("linear", 9216, 4096, 1),
+    "big.linear_9216_4096_b8": ("linear", 9216, 4096, 8),
+    "big.linear_25088_b8": ("linear", 25088, 4096, 8),
+    "big.3x3_32@320": ("conv", 32, 32, 3, 1, 1, 1, 320, 1),
+    "big.1x1_16_64@320": ("conv", 16, 64, 1, 1, 0, 1, 320, 1),
 }
 
 
@@ -104,8 +112,10 @@ def collect(args) -> int:
         rng = np.random.default_rng(i)
         w = rng.standard_normal(weight_shape(name)).astype("float32")
         conv = GRID[name][0] == "conv"
-        dense_s = timer.seconds(make_layer(name, w), "dense")
-        rows = [dict(sparsity=0.0, mask="dense", kind="dense", seconds=dense_s)]
+        dense_layer = make_layer(name, w)
+        rows = [dict(sparsity=0.0, mask="dense", kind=kind, seconds=timer.seconds(dense_layer, kind))
+                for kind in plan.dense_candidates(dense_layer)]
+        dense_s = rows[0]["seconds"]
         for sp in SPARSITIES:
             masks = {"unstructured": sparse.magnitude_mask(w, sp)}
             if conv:
@@ -150,26 +160,31 @@ def score(args) -> int:
     profile = (profiles.builtin_profile(target) if args.profile == "builtin"
                else profiles.load_profile(target, args.profile))
     samples = [s for s in data["samples"] if s["layer"] in GRID]
-    dense = {s["layer"]: s["seconds"] for s in samples if s["kind"] == "dense"}
-    errors = {"dense": [], "csr": [], "bsr8": []}
+    dense: dict = {}  # layer -> dense-weight kind -> seconds
+    for s in samples:
+        if s["mask"] == "dense":
+            dense.setdefault(s["layer"], {})[s["kind"]] = s["seconds"]
+    errors = {"dense": [], "winograd": [], "csr": [], "bsr8": []}
     by_case: dict = {}
     for s in samples:
-        if s["kind"] == "dense":
+        if s["mask"] == "dense":
             continue
         layer = _layer_for(s)
         pred = perf_model.predict(layer, s["kind"], profile)
         errors[s["kind"]].append((abs(pred - s["seconds"]) / s["seconds"], s["layer"], s["sparsity"], s["mask"]))
         case = by_case.setdefault((s["layer"], s["sparsity"], s["mask"]), {"measured": {}, "layer": layer})
         case["measured"][s["kind"]] = s["seconds"]
-    for name, t in dense.items():
+    for name, times in dense.items():
         layer = _layer_for(dict(layer=name, sparsity=0.0, mask="dense"))
-        errors["dense"].append((abs(perf_model.predict(layer, "dense", profile) - t) / t, name, 0.0, "dense"))
+        for kind, t in times.items():
+            errors[kinds.Kind.parse(kind).family].append(
+                (abs(perf_model.predict(layer, kind, profile) - t) / t, name, 0.0, kind))
     right, misses = 0, []
     for (name, sp, mask), case in by_case.items():
         choice = plan.choose(case["layer"], profile)
         # the decision is among the kinds the compiler would consider for this weight (BSR8 only
         # where the weight is block-pruned: not on a full-density "block" mask)
-        measured = {k: t for k, t in dict(case["measured"], dense=dense[name]).items() if k in choice.times}
+        measured = {k: t for k, t in dict(case["measured"], **dense[name]).items() if k in choice.times}
         best = min(measured, key=measured.get)
         ok = measured[choice.kind] <= 1.05 * measured[best]
         right += ok

@@ -2,8 +2,9 @@
 
 The calibration layers are deliberately *not* the zoo's layers (``benchmarks/perf_model.py``
 checks the fitted model on those): 3x3 convs from 96 channels at 64x64 down to 384 at 10x10, a
-stride-2 3x3, 1x1 convs wide and narrow (one with stride 2), a 5x5, a depthwise 3x3 and linear
-layers. Each is timed dense once (and, for 3x3 stride-1 convs, as Winograd F(2x2) and F(4x4),
+stride-2 3x3, 1x1 convs wide and narrow (one with stride 2), a 5x5, a depthwise 3x3, linear
+layers at batch 1 to 16, and weights larger than L2 and than L3 (a 151 MB linear; a 1024->1536
+3x3 whose CSR weights outgrow L3). Every kernel is timed cold, as in a model run. Each is timed dense once (and, for 3x3 stride-1 convs, as Winograd F(2x2) and F(4x4),
 with three more such layers from 32 to 640 channels that only the dense kinds are timed on), then
 CSR on an unstructured mask and BSR8 on an 8x1 block mask at a few densities. The fit is non-negative least squares on relative error
 (:func:`perf_model.fit`); the profile records the target, TVM version, host CPU and fit error.
@@ -42,13 +43,19 @@ LAYERS = [
     ("linear", 1536, 768, 1),
     ("linear", 9216, 2048, 1),
     ("linear", 2048, 2048, 4),
+    # weights past the caches (issue 17): a linear of 151 MB and a conv whose sparse weights at 0.3
+    # outgrow L3 (streamed again per register tile), and linears at batch 8 and 16
+    ("linear", 9216, 4096, 1),
+    (1024, 1536, 3, 1, 14, 1),
+    ("linear", 4096, 2048, 8),
+    ("linear", 1024, 768, 16),
 ]
 # 3x3 stride-1 layers timed with the dense kinds only (Winograd's terms: big maps, deep and narrow,
 # a 14x14 map where F(2x2) and F(4x4) are close)
 WINOGRAD_LAYERS = [(32, 48, 3, 1, 120, 1), (640, 640, 3, 1, 12, 1), (160, 320, 3, 1, 36, 1),
                    (384, 384, 3, 1, 14, 1)]
 QUICK = [0, 2, 5, 9, 11]  # a subset for tests: 3x3, small 3x3, 1x1 wide and small, linear
-DENSITIES = (0.3, 0.1, 0.04)
+DENSITIES = (0.5, 0.3, 0.1, 0.04)  # 0.5: where plans choose between dense and sparse
 
 
 def _layer(entry, weight):
@@ -97,7 +104,8 @@ def calibrate(target="llvm", quick: bool = False, min_repeat_ms: int = 20, progr
     samples = measure_samples(target, quick, min_repeat_ms, progress)
     lanes = targets.vector_lanes(target)
     cuda = target.kind.name == "cuda"
-    coef, error = perf_model.fit(samples, lanes, profiles.BUILTIN_CUDA if cuda else profiles.BUILTIN, cuda)
+    coef, error = perf_model.fit(samples, lanes, profiles.BUILTIN_CUDA if cuda else profiles.BUILTIN, cuda,
+                                 None if cuda else targets.caches(target))
     log.info("calibrated %d samples in %.0f s; fit median relative error %.1f%%",
              len(samples), time.perf_counter() - start, 100 * error)
     return profiles.Profile(targets.tag(target), coef, lanes,

@@ -16,8 +16,17 @@ rules the kernel builder uses (``schedules/<target>/rules.py``)::
     t_bsr   = 2*nnzb*R*N*tiles*tile / F_bsr + row_steps * c_step_bsr + (same bytes) / B + t_call
     t_winograd = gemm_flop / F_wino + (V elements) * c_in + (outputs) * c_out
                  + U_bytes / (B_w or B_dram) + (V + M bytes) / B_s + padded_input_bytes / B + t_call
-    t_linear     = flop / F_gemv + weight_bytes / B_w + t_call
-    t_csr_linear = N*nnz * c_nnz + N*rows * c_row + t_call   (8 bytes streamed per nonzero)
+    t_linear     = flop / F_gemv + weight_bytes / B_dram + t_call
+    t_csr_linear = tiles*nnz * (c_nnz or c_nnz_l2) + N*rows * c_row + (6 or 8)*nnz / B_dram + t_call
+                   (linear.byte: one DRAM rate for the dense and the CSR weights)
+
+Weights are what a batch-1 model streams: in a model run every layer's weights were evicted by
+the other layers' since its last call, so the first read of them comes from DRAM (``*.dram_byte``,
+``linear.byte``), and a kernel that streams them again (a sparse conv once per register tile, a
+Winograd GEMM once per row block) re-reads them from the level that holds them: L2, the L3
+(``l3_byte``) or DRAM again (``dram_byte``), sized from the machine (``targets.caches``, stored in
+the profile). Calibration times every kernel with cold caches (``measure.KernelTimer``) so that
+the fitted rates are those of a model run, and its layers include weights larger than L2 and L3.
 
 ``tile`` counts the padded register tile (junk columns of the flat output included), ``row_steps``
 the (image, tile, chunk, row) steps whose accumulator load/store and loop set-up do not depend on
@@ -31,8 +40,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kinds, sparse
+from . import kinds, sparse, targets
 from .layer import Layer, conv_spec
+from .ops import sparse_dense
 from .schedules.x86 import rules as x86_rules
 
 FMA_IN_FLIGHT = x86_rules.FMA_IN_FLIGHT
@@ -42,12 +52,18 @@ COEFFICIENTS = (
     "dense.flop", "dense.flop_1x1", "dense.flop_grouped", "dense.store", "dense.pad_byte",
     "winograd.flop", "winograd.input", "winograd.output", "winograd.weight_byte", "winograd.weight_dram_byte",
     "winograd.scratch_byte",
-    "csr.flop", "csr.flop_1x1", "csr.step", "csr.step_1x1",
-    "bsr.flop", "bsr.step",
+    "csr.flop", "csr.flop_1x1", "csr.flop_aligned", "csr.step", "csr.step_1x1",
+    "bsr.flop", "bsr.flop_1x1", "bsr.step",
     "sparse.byte",  # staging and crop of the sparse convs
+    "csr.flop_strided",  # what a strided CSR conv's FLOPs cost more
+    "conv.dram_byte",  # a conv kernel's first read of its weights (dense, CSR, BSR)
+    "l3_byte", "dram_byte",  # weights a kernel streams again, from L3 or from DRAM
     "linear.flop", "linear.byte",
-    "csr_linear.nnz", "csr_linear.row",
+    "csr_linear.nnz", "csr_linear.nnz_l2", "csr_linear.row",
 )
+# The terms that are weight traffic from DRAM: where they are most of a prediction, the layer is
+# "DRAM bound" and the plan's reason says so.
+DRAM_TERMS = ("conv.dram_byte", "dram_byte", "linear.byte", "winograd.weight_dram_byte")
 # CUDA targets (schedules/cuda): a roofline of our one direct conv kernel and linear kernel.
 CUDA_COEFFICIENTS = (
     "cuda.launch",  # per kernel launch (staging copies included)
@@ -89,7 +105,7 @@ def cuda_features(layer: Layer, kind: str, nnz: float | None = None) -> dict[str
         f = {"cuda.dense_flop": 2.0 * swept * (-(-spec.out_channels // rows) * rows) * per_row}
     elif nnz is None:
         count = float(np.count_nonzero(layer.weight)) if rows == 1 else float(
-            sparse.bsr_from_dense(layer.weight, rows).indptr[-1])
+            sparse.nonzero_blocks(layer.weight, rows))
         f = {"cuda.csr_flop" if rows == 1 else "cuda.bsr_flop": 2.0 * swept * count * rows}
     else:
         f = {"cuda.csr_flop" if rows == 1 else "cuda.bsr_flop": 2.0 * swept * nnz * rows}
@@ -101,27 +117,66 @@ def cuda_features(layer: Layer, kind: str, nnz: float | None = None) -> dict[str
     return f
 
 
-def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda: bool = False) -> dict[str, float]:
+def weight_bytes(layer: Layer, kind: str, lanes: int, nnz: float | None = None) -> float:
+    """Bytes of the weights kernel ``kind`` streams for ``layer`` (packed, or the sparse format's
+    values and indices; Winograd: the transformed weights)."""
+    if layer.op == "linear":
+        in_features, out_features = layer.in_shape[1], layer.out_shape[1]
+        if kind == "dense":
+            block = x86_rules.linear_out_block(out_features, lanes)
+            return 4.0 * in_features * -(-out_features // block) * block
+        count = float(np.count_nonzero(layer.weight)) if nnz is None else nnz
+        return (4.0 + np.dtype(sparse_dense.index_dtype(in_features)).itemsize) * count + 4.0 * (out_features + 1)
+    spec = conv_spec(layer)
+    parsed = kinds.Kind.parse(kind)
+    if parsed.family == "winograd":
+        lay = x86_rules.winograd_layout(spec, parsed.rows, lanes)
+        return 4.0 * lay.alpha ** 2 * spec.in_channels * lay.oc_blocks * lay.oc_block
+    if not parsed.sparse:
+        return 4.0 * layer.weight.size
+    if nnz is None:
+        nnz = float(np.count_nonzero(layer.weight)) if parsed.rows == 1 else float(
+            sparse.nonzero_blocks(layer.weight, parsed.rows))
+    return (4.0 * parsed.rows + 4.0) * nnz  # values + a 32-bit offset per nonzero (block)
+
+
+def _rereads(bytes_: float, times: float, caches: targets.Caches) -> dict[str, float]:
+    """Weights streamed ``times`` more times, charged to the level that holds them."""
+    if times <= 0 or bytes_ <= caches.l2:
+        return {}
+    return {"l3_byte" if bytes_ <= caches.l3 else "dram_byte": bytes_ * times}
+
+
+def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda: bool = False,
+             caches: targets.Caches | None = None) -> dict[str, float]:
     """Counts of everything kernel ``kind`` does for ``layer`` (one per model coefficient).
 
     ``nnz`` overrides the weight's nonzero count (CSR) or block count (BSR) to predict the layer
-    at another sparsity. ``cuda``: the CUDA kernels' counts (:func:`cuda_features`).
+    at another sparsity. ``cuda``: the CUDA kernels' counts (:func:`cuda_features`). ``caches``:
+    the machine's (default: those of the vector width's reference CPU, ``targets.KNOWN_CACHES``).
     """
     if cuda:
         return cuda_features(layer, kind, nnz)
+    caches = caches or targets.KNOWN_CACHES["znver5" if lanes >= 16 else "znver3"]
     f = {"call": 1.0}
     if layer.op == "linear":
         batch, in_features = layer.in_shape
         out_features = layer.out_shape[1]
         if kind == "dense":
             block = x86_rules.linear_out_block(out_features, lanes)
-            padded = -(-out_features // block) * block
-            f["linear.flop"] = 2.0 * batch * in_features * padded
-            f["linear.byte"] = 4.0 * in_features * padded
+            f["linear.flop"] = 2.0 * batch * in_features * -(-out_features // block) * block
+            f["linear.byte"] = weight_bytes(layer, kind, lanes)  # once per batch (tiles share chunks)
         else:
             count = float(np.count_nonzero(layer.weight)) if nnz is None else nnz
-            f["csr_linear.nnz"] = batch * count  # value + column index streamed per image
-            f["csr_linear.row"] = batch * out_features  # tail loop and horizontal sum per row
+            tile = sparse_dense.batch_tile(batch, lanes)
+            # one FMA per nonzero per tile of images, on an input row from L1 while the (staged)
+            # input fits it, else from L2 (4096->1024 timed hot: 0.26 ns a nonzero at batch 1, 0.46 at 8)
+            in_l1 = 4 * in_features * tile <= caches.l1
+            f["csr_linear.nnz" if in_l1 else "csr_linear.nnz_l2"] = -(-batch // tile) * count
+            f["csr_linear.row"] = batch * out_features  # tail loop and sum of accumulators per row
+            # values and indices once per batch, streamed from DRAM as the dense weights are (one
+            # rate for both: apart, the fit cannot tell it from the per-nonzero term)
+            f["linear.byte"] = weight_bytes(layer, kind, lanes, count)
         return f
     spec = conv_spec(layer)
     one = spec.kernel == (1, 1)
@@ -139,48 +194,54 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
         accumulators = ow_tile * oc_block / lanes
         f[key] = work * max(1.0, FMA_IN_FLIGHT / accumulators)
         f["dense.store"] = spec.batch * ocp * spec.out_height * owp / lanes
+        f["conv.dram_byte"] = weight_bytes(layer, kind, lanes)
         if any(spec.padding):
             f["dense.pad_byte"] = 4.0 * spec.batch * spec.in_channels * (
                 spec.height + spec.padding[0] + spec.padding[2]) * (spec.width + spec.padding[1] + spec.padding[3])
         return f
     parsed = kinds.Kind.parse(kind)
     if parsed.family == "winograd":
-        return {**f, **winograd_features(spec, parsed.rows, lanes)}
+        return {**f, **winograd_features(spec, parsed.rows, lanes, caches)}
     rows = parsed.rows
     layout = x86_rules.sparse_conv_layout(spec, rows, lanes)
     tile = layout.tile
     if nnz is None:
         nnz = float(np.count_nonzero(layer.weight)) if rows == 1 else float(
-            sparse.bsr_from_dense(layer.weight, rows).indptr[-1])
+            sparse.nonzero_blocks(layer.weight, rows))
     swept = spec.batch * layout.tiles * tile  # outputs per row the register tile computes
     steps = float(spec.batch * layout.tiles * layout.chunks * layout.kernel_rows)
-    if rows == 1:
-        f["csr.flop_1x1" if one else "csr.flop"] = 2.0 * nnz * swept
+    if rows == 1:  # 1x1 rows are short; aligned layouts load whole vectors (another rate each)
+        variant = "_1x1" if one else ("_aligned" if layout.align > 1 else "")
+        f[f"csr.flop{variant}"] = 2.0 * nnz * swept
         f["csr.step_1x1" if one else "csr.step"] = steps
     else:
-        f["bsr.flop"] = 2.0 * nnz * rows * swept
+        f["bsr.flop_1x1" if one else "bsr.flop"] = 2.0 * nnz * rows * swept
         f["bsr.step"] = steps
+    if layout.stride > 1 and rows == 1:  # strided CSR: the taps read phase planes, no two the same row
+        f["csr.flop_strided"] = 2.0 * nnz * swept
     staged = 0 if layout.direct else layout.flat_len + spec.batch * spec.in_channels * spec.height * spec.width
     f["sparse.byte"] = 4.0 * (staged + len(layout.shifts) * spec.out_channels * swept + spec.batch * spec.out_channels *
                               spec.out_height * spec.out_width)
-    return f
+    w = weight_bytes(layer, kind, lanes, nnz)
+    f["conv.dram_byte"] = w
+    return {**f, **_rereads(w, spec.batch * layout.tiles - 1, caches)}  # every register tile sweeps them
 
 
-def _winograd_weight_traffic(lay, u_bytes: float, lanes: int) -> dict[str, float]:
+def _winograd_weight_traffic(lay, u_bytes: float, caches: targets.Caches) -> dict[str, float]:
     """The bytes of ``U`` (the transformed weights, 4x or 1.8x the layer's) a Winograd kernel
     streams in a model run: once if they fit L2; else the first block reads them from DRAM (the
     other layers' weights evicted them) and every further block re-reads them, from L3 while
     they fit it. (In ResNet-50, F(4x4) on 256->256@14, 9.4 MB of U, ran 0.69 ms in the model
-    against 0.37 ms timed alone; calibration times Winograd with cold caches for this.)"""
-    if u_bytes <= x86_rules.L2_BYTES.get(lanes, x86_rules.L2_BYTES[8]):
+    against 0.37 ms timed alone.)"""
+    if u_bytes <= caches.l2:
         return {"winograd.weight_byte": u_bytes}
     again = u_bytes * (lay.spec.batch * lay.row_blocks - 1)
-    if u_bytes > x86_rules.L3_SHARE:
+    if u_bytes > caches.l3:
         return {"winograd.weight_dram_byte": u_bytes + again}
     return {"winograd.weight_dram_byte": u_bytes, "winograd.weight_byte": again}
 
 
-def winograd_features(spec, tile: int, lanes: int) -> dict[str, float]:
+def winograd_features(spec, tile: int, lanes: int, caches: targets.Caches) -> dict[str, float]:
     """Counts of the Winograd kernel (``ops/winograd.py``): the batched GEMM's FLOPs (padded tiles
     and channel blocks included), the transformed input values, the outputs of the output
     transform, the transformed weights it streams and the scratch (V and M) it writes and reads."""
@@ -192,30 +253,46 @@ def winograd_features(spec, tile: int, lanes: int) -> dict[str, float]:
     f = {"winograd.flop": 2.0 * a2 * ocp * pp * spec.in_channels * latency,
          "winograd.input": a2 * spec.in_channels * pp,
          "winograd.output": float(tile * tile * ocp * pp),
-         **_winograd_weight_traffic(lay, 4.0 * a2 * spec.in_channels * ocp, lanes),
+         **_winograd_weight_traffic(lay, 4.0 * a2 * spec.in_channels * ocp, caches),
          "winograd.scratch_byte": 4.0 * a2 * (spec.in_channels + ocp) * pp}
     f["dense.pad_byte"] = 4.0 * spec.batch * spec.in_channels * (lay.tiles_h * tile + 2) * (lay.tiles_w * tile + 2)
     return f
 
 
+def terms(layer: Layer, kind: str, profile, nnz: float | None = None) -> dict[str, float]:
+    """The predicted seconds of ``layer`` run by ``kind``, term by term (coefficient -> seconds)."""
+    counts = features(layer, kind, profile.lanes, nnz, profile.cuda, None if profile.cuda else profile.caches)
+    return {k: v * profile.coefficients[k] for k, v in counts.items()}
+
+
 def predict(layer: Layer, kind: str, profile, nnz: float | None = None) -> float:
     """Predicted seconds of ``layer`` run by kernel ``kind`` (``dense``, ``csr``, ``bsr{R}``)."""
-    counts = features(layer, kind, profile.lanes, nnz, profile.cuda)
-    return sum(v * profile.coefficients[k] for k, v in counts.items())
+    return sum(terms(layer, kind, profile, nnz).values())
+
+
+def memory_bound(layer: Layer, kind: str, profile) -> str | None:
+    """``"DRAM bound: 151 MB of weights"`` where streaming the weights from DRAM is most of the
+    predicted time of ``layer`` run by ``kind``; else ``None``."""
+    t = terms(layer, kind, profile)
+    total = sum(t.values())
+    if profile.cuda or total <= 0 or sum(t.get(k, 0.0) for k in DRAM_TERMS) < 0.5 * total:
+        return None
+    return f"DRAM bound: {weight_bytes(layer, kind, profile.lanes) / 1e6:.3g} MB of weights"
 
 
 # ---------------------------------------------------------------- fitting
 
-def fit(samples: list[tuple[Layer, str, float]], lanes: int, defaults: dict, cuda: bool = False) -> tuple[dict, float]:
+def fit(samples: list[tuple[Layer, str, float]], lanes: int, defaults: dict, cuda: bool = False,
+        caches: targets.Caches | None = None) -> tuple[dict, float]:
     """Non-negative least squares on relative error: (coefficients, median relative error).
 
-    ``samples`` are (layer, kind, measured seconds). Coefficients no sample exercises keep their
-    value in ``defaults``.
+    ``samples`` are (layer, kind, measured seconds) on a machine with ``caches``. Coefficients no
+    sample exercises keep their value in ``defaults``.
     """
     from scipy.optimize import nnls  # noqa: PLC0415 - only calibration fits
 
     names = CUDA_COEFFICIENTS if cuda else COEFFICIENTS
-    rows = np.array([[features(layer, kind, lanes, cuda=cuda).get(c, 0.0) for c in names]
+    rows = np.array([[features(layer, kind, lanes, cuda=cuda, caches=caches).get(c, 0.0) for c in names]
                      for layer, kind, _ in samples])
     t = np.array([s for _, _, s in samples])
     scale = np.maximum(rows.max(axis=0), 1e-30)

@@ -11,7 +11,7 @@ predicts it (``perf_model.features``), and everything here and in ``explain`` pi
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from . import kinds, perf_model, sparse
 from .layer import Layer, conv_spec
@@ -166,8 +166,15 @@ def choose(layer: Layer, profile, use_winograd: bool = True, allow_sparse: bool 
     """The predicted-fastest kernel kind for ``layer`` with every candidate's time and a reason.
 
     A sparse kind is weighed against the fastest dense kind (Winograd where it runs and pays), so
-    its break-even sparsity is the one against that kind, and the reason names it.
+    its break-even sparsity is the one against that kind, and the reason names it; where the
+    chosen kernel's time is mostly its weights streaming from DRAM, the reason says so.
     ``allow_sparse=False`` chooses among the dense kinds only (``sparse="never"``)."""
+    choice = _choose(layer, profile, use_winograd, allow_sparse)
+    bound = perf_model.memory_bound(layer, choice.kind, profile)
+    return replace(choice, reason=f"{choice.reason}; {bound}") if bound else choice
+
+
+def _choose(layer: Layer, profile, use_winograd: bool, allow_sparse: bool) -> Choice:
     options = candidates(layer, profile, use_winograd)
     times = {k: perf_model.predict(layer, k, profile) for k in options}
     best_dense, dense_reason = _dense_choice(options, times)

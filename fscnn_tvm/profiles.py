@@ -34,6 +34,14 @@ class Profile:
     def cuda(self) -> bool:
         return self.target.startswith("cuda")
 
+    @property
+    def caches(self) -> targets.Caches:
+        """The caches of the machine the profile was measured on (older profiles: the target's)."""
+        known = self.meta.get("caches")
+        if isinstance(known, dict) and {"l1", "l2", "l3"} <= set(known):
+            return targets.Caches(int(known["l1"]), int(known["l2"]), int(known["l3"]))
+        return targets.caches(targets.parse({"kind": "llvm", "mcpu": self.target.removeprefix("llvm-")}))
+
     def to_json(self) -> dict:
         return {"format": PROFILE_FORMAT, "target": self.target, "lanes": self.lanes,
                 "coefficients": dict(self.coefficients), **self.meta}
@@ -53,11 +61,13 @@ BUILTIN = {
     "dense.store": 4e-9, "dense.pad_byte": 1 / 50e9,
     "winograd.flop": 1 / 240e9, "winograd.input": 0.03e-9, "winograd.output": 0.6e-9,
     "winograd.weight_byte": 1 / 300e9, "winograd.weight_dram_byte": 1 / 50e9, "winograd.scratch_byte": 1 / 100e9,
-    "csr.flop": 1 / 105e9, "csr.flop_1x1": 1 / 100e9, "csr.step": 10e-9, "csr.step_1x1": 1e-9,
-    "bsr.flop": 1 / 240e9, "bsr.step": 2.5e-9,
-    "sparse.byte": 1 / 85e9,
-    "linear.flop": 1 / 2000e9, "linear.byte": 1 / 85e9,
-    "csr_linear.nnz": 0.22e-9, "csr_linear.row": 5e-9,
+    "csr.flop": 1 / 105e9, "csr.flop_1x1": 1 / 100e9, "csr.flop_aligned": 1 / 130e9, "csr.step": 10e-9,
+    "csr.step_1x1": 1e-9,
+    "bsr.flop": 1 / 240e9, "bsr.flop_1x1": 1 / 200e9, "bsr.step": 2.5e-9,
+    "sparse.byte": 1 / 85e9, "csr.flop_strided": 1 / 400e9,
+    "conv.dram_byte": 1 / 100e9, "l3_byte": 1 / 150e9, "dram_byte": 1 / 30e9,
+    "linear.flop": 1 / 2000e9, "linear.byte": 1 / 30e9,
+    "csr_linear.nnz": 0.3e-9, "csr_linear.nnz_l2": 0.5e-9, "csr_linear.row": 5e-9,
 }
 # CUDA: not measured on a GPU yet (no GPU was available to calibrate); rates of the order an
 # H100-class GPU reaches with kernels of this design, sparse ones deliberately low so that a
@@ -96,7 +106,7 @@ def builtin_profile(target) -> Profile:
                        {"note": "built-in CUDA estimates, not measured on a GPU"})
     lanes = targets.vector_lanes(target)
     return Profile(targets.tag(target), builtin_coefficients(lanes), lanes,
-                   {"note": "built-in conservative profile"})
+                   {"note": "built-in conservative profile", "caches": targets.caches(target).to_json()})
 
 
 def tuning_logs_root() -> Path:
@@ -178,4 +188,5 @@ def profile_meta(samples: int, error: float, target) -> dict:
     return {"tvm": tvm.__version__, "fscnn_tvm": __version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "host_cpu": targets.host_cpu(), "threads": int(os.environ.get("TVM_NUM_THREADS", "0") or 0),
             "target_full": targets.describe(target), "samples": samples,
+            "caches": targets.caches(target).to_json(),
             "fit_median_relative_error": round(error, 4)}

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+from dataclasses import dataclass
 from typing import Any, Union
 
 import tvm
@@ -86,3 +88,66 @@ def host_cpu() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class Caches:
+    """What the performance model needs of a CPU's cache hierarchy, in bytes: the L1 data cache
+    and L2 of one core, and the last-level cache one core can fill (its whole L3 when it runs
+    alone)."""
+
+    l1: int
+    l2: int
+    l3: int
+
+    def to_json(self) -> dict:
+        return {"l1": self.l1, "l2": self.l2, "l3": self.l3}
+
+
+# CPUs whose caches we know without running on them (cross-compiling): the L2 per core and the L3
+# of one core complex. Others, off the host, get DEFAULT_CACHES.
+_K, _M = 1 << 10, 1 << 20
+KNOWN_CACHES = {"znver3": Caches(32 * _K, 512 * _K, 32 * _M), "znver4": Caches(32 * _K, _M, 32 * _M),
+                "znver5": Caches(48 * _K, _M, 32 * _M), "skylake-avx512": Caches(32 * _K, _M, 16 * _M),
+                "icelake-server": Caches(48 * _K, 1280 * _K, 32 * _M),
+                "sapphirerapids": Caches(48 * _K, 2 * _M, 64 * _M),
+                "haswell": Caches(32 * _K, 256 * _K, 8 * _M), "skylake": Caches(32 * _K, 256 * _K, 8 * _M)}
+DEFAULT_CACHES = Caches(32 * _K, _M, 16 * _M)
+_SYSFS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG")) * scale
+
+
+def host_caches(root: str = _SYSFS_CACHE) -> Caches | None:
+    """This machine's L2 and L3 from sysfs (``None`` where it does not say)."""
+    found = {}
+    try:
+        for index in sorted(os.listdir(root)):
+            path = os.path.join(root, index)
+            with open(os.path.join(path, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(path, "type")) as f:
+                kind = f.read().strip()
+            if kind in ("Unified", "Data") and level in (1, 2, 3):
+                with open(os.path.join(path, "size")) as f:
+                    found[level] = _size(f.read())
+    except (OSError, ValueError):
+        return None
+    if not {1, 2} <= set(found):
+        return None
+    return Caches(found[1], found[2], found.get(3, found[2]))
+
+
+def caches(target: tvm.target.Target) -> Caches:
+    """The target CPU's caches: this machine's (sysfs) when the target is the host CPU, else the
+    known sizes of its ``mcpu``, else :data:`DEFAULT_CACHES`."""
+    mcpu = str(target.attrs.get("mcpu", "")) if target.kind.name == "llvm" else ""
+    if mcpu and mcpu == str(codegen.llvm_get_system_cpu()):
+        host = host_caches()
+        if host is not None:
+            return host
+    return KNOWN_CACHES.get(mcpu, DEFAULT_CACHES)

@@ -102,6 +102,39 @@ def test_linear_layers(profile):
     assert plan.choose(linear_layer(1, _weight((4096, 4096), 0.0)), profile).kind == "dense"
 
 
+def test_weights_past_the_caches_are_charged_at_their_level(profile):
+    """A linear's weights stream once, from DRAM; a sparse conv sweeps its weights once per
+    register tile, from L2 while they fit, then from L3, then from DRAM."""
+    caches = profile.caches
+    big = linear_layer(1, _weight((4096, 4096), 0.0))  # 67 MB, more than the L3 of any CPU we know
+    f = perf_model.features(big, "dense", profile.lanes, caches=caches)
+    assert f["linear.byte"] == perf_model.weight_bytes(big, "dense", profile.lanes) >= 4 * 4096 * 4096
+    reason = plan.choose(big, profile).reason
+    assert reason.endswith("DRAM bound: 67.1 MB of weights"), reason
+    conv = conv_layer(Conv2dSpec(1, 64, 56, 56, 64, (3, 3), padding=(1, 1, 1, 1)), _weight((64, 64, 3, 3), 0.0))
+    assert "DRAM bound" not in plan.choose(conv, profile).reason  # 147 KB of weights, 231 MFLOP
+    # CSR linear: a 4-byte value and a 2-byte column per nonzero up to 65536 inputs
+    sparse_linear = linear_layer(1, _weight((512, 1024), 0.75))
+    nnz = np.count_nonzero(sparse_linear.weight)
+    assert perf_model.weight_bytes(sparse_linear, "csr", profile.lanes) == 6 * nnz + 4 * 513
+    spec = Conv2dSpec(1, 256, 28, 28, 256, (3, 3), padding=(1, 1, 1, 1))
+    levels = {}
+    for l2, l3 in ((1 << 30, 1 << 31), (1 << 20, 1 << 30), (1 << 10, 1 << 20)):
+        f = perf_model.features(conv_layer(spec, _weight((256, 256, 3, 3), 0.5)), "csr", profile.lanes,
+                                caches=targets.Caches(32 << 10, l2, l3))
+        levels[(l2, l3)] = {k for k in ("l3_byte", "dram_byte") if k in f}
+    assert list(levels.values()) == [set(), {"l3_byte"}, {"dram_byte"}]
+
+
+def test_batched_linear_is_predicted_per_batch_not_per_image(profile):
+    """Weights are read once per batch: a batch of 8 costs far less than 8 batches of 1."""
+    w = _weight((4096, 4096), 0.8)
+    for kind in ("dense", "csr"):
+        one = perf_model.predict(linear_layer(1, w), kind, profile)
+        eight = perf_model.predict(linear_layer(8, w), kind, profile)
+        assert one < eight < 4 * one, (kind, one, eight)
+
+
 @pytest.mark.parametrize("spec", ["vgg16", "resnet50"])
 def test_unpruned_zoo_models_plan_all_dense(spec, profile):
     """With the profile compile() would use: at sparsity 0 every layer runs a dense-weight kernel;

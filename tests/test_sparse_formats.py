@@ -42,6 +42,15 @@ def test_bsr_roundtrip_and_short_last_block():
     np.testing.assert_array_equal(bsr.indptr, present.indptr)  # a block column per nonzero column
 
 
+@pytest.mark.parametrize("shape,rows", [((67, 30, 3, 3), 8), ((64, 10), 4), ((5, 7), 8), ((16, 3), 8)])
+@pytest.mark.parametrize("density", [0.0, 0.2, 1.0])
+def test_nonzero_blocks_counts_what_bsr_stores(shape, rows, density):
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
+    stored = sparse.bsr_from_dense(w, rows).indptr[-1]
+    assert sparse.nonzero_blocks(w, rows) == stored
+
+
 def test_stats_and_block_detection():
     w = _weight((32, 16, 3, 3), 0.9)
     s = sparse.stats(w)

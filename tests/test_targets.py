@@ -25,3 +25,20 @@ def test_host_and_explicit_targets():
 def test_bad_targets(bad, message):
     with pytest.raises(ValueError, match=message):
         targets.parse(bad)
+
+
+def test_caches_from_sysfs_and_for_other_cpus(tmp_path):
+    for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
+                                                 (2, "Unified", "1024K"), (3, "Unified", "32768K")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "type").write_text(f"{kind}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert targets.host_caches(str(tmp_path)) == targets.Caches(48 << 10, 1 << 20, 32 << 20)
+    assert targets.host_caches(str(tmp_path / "missing")) is None
+    cross = targets.parse({"kind": "llvm", "mcpu": "znver3"})
+    if "znver3" != targets.parse("llvm").attrs["mcpu"]:  # not this machine: the known sizes
+        assert targets.caches(cross) == targets.KNOWN_CACHES["znver3"]
+    host = targets.caches(targets.parse("llvm"))
+    assert 0 < host.l1 < host.l2 <= host.l3

@@ -102,6 +102,16 @@ def bsr_from_dense(weight: np.ndarray, block_rows: int) -> BSR:
                (n_rows, n_cols), block_rows)
 
 
+def nonzero_blocks(weight: np.ndarray, block_rows: int) -> int:
+    """The number of blocks BSR with ``block_rows`` output channels x 1 column stores (without
+    building it: the performance model counts them for every candidate)."""
+    mat = _as_matrix(weight) != 0
+    n_rows, n_cols = mat.shape
+    full = n_rows // block_rows * block_rows
+    count = int(mat[:full].reshape(-1, block_rows, n_cols).any(axis=1).sum())
+    return count + int(mat[full:].any(axis=0).sum())
+
+
 @dataclass(frozen=True)
 class LayerStats:
     density: float
@@ -119,8 +129,8 @@ def stats(weight: np.ndarray, block_rows: tuple[int, ...] = (4, 8)) -> LayerStat
     mean = float(per_row.mean()) if per_row.size else 0.0
     fill = {}
     for r in block_rows:
-        bsr = bsr_from_dense(mat, r)
-        fill[r] = nnz / (bsr.nnzb * r) if bsr.nnzb else 1.0
+        blocks = nonzero_blocks(mat, r)
+        fill[r] = nnz / (blocks * r) if blocks else 1.0
     return LayerStats(density=nnz / max(mat.size, 1), nnz=nnz, row_nnz_mean=mean,
                       row_nnz_cv=float(per_row.std() / mean) if mean else 0.0,
                       empty_rows=int((per_row == 0).sum()), block_fill=fill)
