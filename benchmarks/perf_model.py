@@ -172,7 +172,10 @@ def score(args) -> int:
         layer = _layer_for(s)
         pred = perf_model.predict(layer, s["kind"], profile)
         errors[s["kind"]].append((abs(pred - s["seconds"]) / s["seconds"], s["layer"], s["sparsity"], s["mask"]))
-        case = by_case.setdefault((s["layer"], s["sparsity"], s["mask"]), {"measured": {}, "layer": layer})
+        key = (s["layer"], s["sparsity"], s["mask"])
+        if key not in by_case:  # the choice, not the layer: the grid's weights total tens of GB
+            by_case[key] = {"measured": {}, "choice": plan.choose(layer, profile)}
+        case = by_case[key]
         case["measured"][s["kind"]] = s["seconds"]
     for name, times in dense.items():
         layer = _layer_for(dict(layer=name, sparsity=0.0, mask="dense"))
@@ -181,7 +184,7 @@ def score(args) -> int:
                 (abs(perf_model.predict(layer, kind, profile) - t) / t, name, 0.0, kind))
     right, misses = 0, []
     for (name, sp, mask), case in by_case.items():
-        choice = plan.choose(case["layer"], profile)
+        choice = case["choice"]
         # the decision is among the kinds the compiler would consider for this weight (BSR8 only
         # where the weight is block-pruned: not on a full-density "block" mask)
         measured = {k: t for k, t in dict(case["measured"], **dense[name]).items() if k in choice.times}
