@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 
-from fscnn_tvm.testing import markdown_table
+from fscnn_tvm.testing import markdown_table, zoo_specs
 
 
 def _ort_session(model, shape, threads: int):
@@ -70,11 +70,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     shape = tuple(int(d) for d in args.input_shape.split(","))
     rows = []
-    for name in args.models.split(","):
-        for sp in args.sparsity.split(","):
-            spec = name if sp in ("0", "0.0") else f"{name}@{sp}"  # e.g. 0.9 or 0.9:8x1 (block)
-            print(f"... {spec}", file=sys.stderr, flush=True)
-            rows.append(bench_model(spec, shape, args.rounds, args.threads))
+    for spec in zoo_specs(args.models, args.sparsity):
+        print(f"... {spec}", file=sys.stderr, flush=True)
+        rows.append(bench_model(spec, shape, args.rounds, args.threads))
     print(f"\ninput {shape}, {args.threads} thread(s), median of {args.rounds} interleaved rounds\n")
     print(markdown_table(
         ["model", "fscnn-tvm ms", "PyTorch ms", "ORT ms", "vs PyTorch", "vs ORT", "max rel err", "compile s"],

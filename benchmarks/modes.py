@@ -15,7 +15,7 @@ import argparse
 import sys
 import warnings
 
-from fscnn_tvm.testing import markdown_table
+from fscnn_tvm.testing import markdown_table, zoo_specs
 
 MODES = ("auto", "always", "never")
 
@@ -24,7 +24,7 @@ def bench(spec: str, shape, rounds: int) -> dict:
     import torch  # noqa: PLC0415
 
     import fscnn_tvm  # noqa: PLC0415
-    from fscnn_tvm import models  # noqa: PLC0415
+    from fscnn_tvm import kinds, models  # noqa: PLC0415
     from fscnn_tvm.testing import interleaved, random_input, relative_error  # noqa: PLC0415
 
     model = models.from_spec(spec)
@@ -35,8 +35,7 @@ def bench(spec: str, shape, rounds: int) -> dict:
     err = max(relative_error(c(x), ref) for c in compiled.values())
     med = interleaved({m: (lambda c=c: c(x)) for m, c in compiled.items()}, rounds)
     predicted = sum(r.predicted_ms.get(r.kernel, 0.0) for r in compiled["auto"].plan)
-    sparse_layers = sum(r.kernel not in ("dense",) and not r.kernel.startswith("winograd")
-                        for r in compiled["auto"].plan)
+    sparse_layers = sum(kinds.is_sparse(r.kernel) for r in compiled["auto"].plan)
     return {"model": spec, "err": err, "predicted": predicted, "layers": len(compiled["auto"].plan),
             "sparse_layers": sparse_layers, **{m: t * 1e3 for m, t in med.items()}}
 
@@ -44,22 +43,21 @@ def bench(spec: str, shape, rounds: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="vgg16,resnet50,alexnet,mobilenet_v2,resnet18")
-    parser.add_argument("--sparsity", default="0,0.5,0.75,0.9")
+    parser.add_argument("--sparsity", default="0,0.5,0.75,0.9",
+                        help="comma-separated sparsities (0 = unpruned; 0.9:8x1 = block-pruned)")
     parser.add_argument("--input-shape", default="1,3,224,224")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     shape = tuple(int(d) for d in args.input_shape.split(","))
     rows = []
-    for name in args.models.split(","):
-        for sp in args.sparsity.split(","):
-            spec = name if float(sp) == 0 else f"{name}@{sp}"
-            r = bench(spec, shape, args.rounds)
-            best = min(r["always"], r["never"])
-            rows.append([spec, f"{r['auto']:.2f}", f"{r['always']:.2f}", f"{r['never']:.2f}",
-                         f"{r['auto'] / best:.3f}", f"{r['sparse_layers']}/{r['layers']}",
-                         f"{r['predicted']:.2f}", f"{r['predicted'] / r['auto']:.2f}", f"{r['err']:.1e}"])
-            print("| " + " | ".join(rows[-1]) + " |", file=sys.stderr, flush=True)
+    for spec in zoo_specs(args.models, args.sparsity):
+        r = bench(spec, shape, args.rounds)
+        best = min(r["always"], r["never"])
+        rows.append([spec, f"{r['auto']:.2f}", f"{r['always']:.2f}", f"{r['never']:.2f}",
+                     f"{r['auto'] / best:.3f}", f"{r['sparse_layers']}/{r['layers']}",
+                     f"{r['predicted']:.2f}", f"{r['predicted'] / r['auto']:.2f}", f"{r['err']:.1e}"])
+        print("| " + " | ".join(rows[-1]) + " |", file=sys.stderr, flush=True)
     print(f"\ninput {shape}, median of {args.rounds} interleaved rounds\n")
     print(markdown_table(["model", "auto ms", "always ms", "never ms", "auto / best", "sparse layers (auto)",
                           "predicted ms", "pred / meas", "max rel err"], rows))

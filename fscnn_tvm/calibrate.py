@@ -4,10 +4,12 @@ The calibration layers are deliberately *not* the zoo's layers (``benchmarks/per
 checks the fitted model on those): 3x3 convs from 96 channels at 64x64 down to 384 at 10x10, a
 stride-2 3x3, 1x1 convs wide and narrow (one with stride 2), a 5x5, a depthwise 3x3, linear
 layers at batch 1 to 16, and weights larger than L2 and than L3 (a 151 MB linear; a 1024->1536
-3x3 whose CSR weights outgrow L3). Every kernel is timed cold, as in a model run. Each is timed dense once (and, for 3x3 stride-1 convs, as Winograd F(2x2) and F(4x4),
-with three more such layers from 32 to 640 channels that only the dense kinds are timed on), then
-CSR on an unstructured mask and BSR8 on an 8x1 block mask at a few densities. The fit is non-negative least squares on relative error
-(:func:`perf_model.fit`); the profile records the target, TVM version, host CPU and fit error.
+3x3 whose CSR weights outgrow L3). Each is timed dense once (and, for 3x3 stride-1 convs, as
+Winograd F(2x2) and F(4x4), with four more such layers from 32 to 640 channels that only the
+dense kinds are timed on), then CSR on an unstructured mask and BSR8 and BSR4 on an 8x1 block
+mask at a few densities; every kernel cold, as in a model run (``measure.KernelTimer``). The fit
+is non-negative least squares on relative error (:func:`perf_model.fit`); the profile records the
+target, TVM version, host CPU, caches and fit error.
 """
 from __future__ import annotations
 

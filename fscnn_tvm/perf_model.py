@@ -153,11 +153,12 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
 
     ``nnz`` overrides the weight's nonzero count (CSR) or block count (BSR) to predict the layer
     at another sparsity. ``cuda``: the CUDA kernels' counts (:func:`cuda_features`). ``caches``:
-    the machine's (default: those of the vector width's reference CPU, ``targets.KNOWN_CACHES``).
+    the CPU's (``Profile.caches``; needed for a CPU: where weights come from depends on them).
     """
     if cuda:
         return cuda_features(layer, kind, nnz)
-    caches = caches or targets.KNOWN_CACHES["znver5" if lanes >= 16 else "znver3"]
+    if caches is None:
+        raise ValueError("perf_model.features: a CPU layer's counts need the machine's caches")
     f = {"call": 1.0}
     if layer.op == "linear":
         batch, in_features = layer.in_shape

@@ -6,6 +6,7 @@ error). Without one, a conservative built-in profile is used, with a :class:`Pro
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -34,7 +35,7 @@ class Profile:
     def cuda(self) -> bool:
         return self.target.startswith("cuda")
 
-    @property
+    @functools.cached_property
     def caches(self) -> targets.Caches:
         """The caches of the machine the profile was measured on (older profiles: the target's)."""
         known = self.meta.get("caches")

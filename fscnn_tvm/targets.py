@@ -104,8 +104,8 @@ class Caches:
         return {"l1": self.l1, "l2": self.l2, "l3": self.l3}
 
 
-# CPUs whose caches we know without running on them (cross-compiling): the L2 per core and the L3
-# of one core complex. Others, off the host, get DEFAULT_CACHES.
+# CPUs whose caches we know without running on them (cross-compiling): L1d and L2 per core, the
+# L3 of one core complex. Others, off the host, get DEFAULT_CACHES.
 _K, _M = 1 << 10, 1 << 20
 KNOWN_CACHES = {"znver3": Caches(32 * _K, 512 * _K, 32 * _M), "znver4": Caches(32 * _K, _M, 32 * _M),
                 "znver5": Caches(48 * _K, _M, 32 * _M), "skylake-avx512": Caches(32 * _K, _M, 16 * _M),
@@ -118,12 +118,12 @@ _SYSFS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 
 def _size(text: str) -> int:
     text = text.strip().upper()
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    scale = {"K": _K, "M": _M, "G": 1 << 30}.get(text[-1:], 1)
     return int(text.rstrip("KMG")) * scale
 
 
 def host_caches(root: str = _SYSFS_CACHE) -> Caches | None:
-    """This machine's L2 and L3 from sysfs (``None`` where it does not say)."""
+    """This machine's L1d, L2 and L3 from sysfs (``None`` where it does not say)."""
     found = {}
     try:
         for index in sorted(os.listdir(root)):

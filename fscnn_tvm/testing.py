@@ -124,6 +124,13 @@ def interleaved(runners: dict, rounds: int, self_timed: bool = False) -> dict[st
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def zoo_specs(models: str, sparsities: str) -> list[str]:
+    """The zoo specs a benchmark runs: every comma-separated model at every comma-separated
+    sparsity (``0`` = unpruned; ``0.9:8x1`` = block-pruned), e.g. ``resnet50@0.9``."""
+    return [name if sp in ("0", "0.0") else f"{name}@{sp}"
+            for name in models.split(",") for sp in sparsities.split(",")]
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     """A markdown table (how every benchmark prints its results, ready for RESULTS.md)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
