@@ -3,7 +3,8 @@
 Public API (heavy modules load on first use, so ``import fscnn_tvm`` stays cheap and the runtime
 path never imports torch):
 
-- ``compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, winograd=True)``
+- ``compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, winograd=True,
+  calibration_data=None)``
 - ``plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None, winograd=True)``:
   the plan alone
 - ``tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, ...)``
@@ -20,7 +21,7 @@ __all__ = ["compile", "plan_model", "tune", "load", "models", "prune", "guided",
 
 
 def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=None, profile=None,  # noqa: A001
-            verify=False, winograd=True):
+            verify=False, winograd=True, calibration_data=None):
     """Compile a model to a :class:`~fscnn_tvm.build.CompiledModel`.
 
     ``model``: an ``nn.Module`` (with ``input_shape``), an ``ExportedProgram``, a ``.pt2`` or
@@ -32,33 +33,38 @@ def compile(model, input_shape=None, target="llvm", sparse="auto", tuning_log=No
     one on the same random input, report the largest error per output (``.verification``) and
     raise ``VerificationError`` above 1e-4 of max |output|. ``winograd=False``: dense 3x3 layers
     keep the direct convolution (its rounding) instead of Winograd where that is predicted faster.
+    ``calibration_data``: sample inputs, an array ``(N, C, H, W)``, a list of input arrays or a
+    ``.npy`` path; each layer's input zeros are measured on them and the plan weighs the
+    activation-sparse kernel (exact on any input) at them. Without it, no activation-sparse kernels.
     """
-    from .build import compile_model
+    from .driver import compile_model
 
-    return compile_model(model, input_shape, target, sparse, tuning_log, profile, verify, winograd)
+    return compile_model(model, input_shape, target, sparse, tuning_log, profile, verify, winograd,
+                         calibration_data)
 
 
-def plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None, winograd=True):
+def plan_model(model, input_shape=None, target="llvm", sparse="auto", profile=None, winograd=True,
+               calibration_data=None):
     """Import and plan ``model`` without building it: a :class:`~fscnn_tvm.pipeline.PlannedModel`
     (the Relax module, the layers, and one plan row per layer with predicted times and reason)."""
     from .pipeline import plan_model as _plan_model
 
-    return _plan_model(model, input_shape, target, sparse, profile, winograd)
+    return _plan_model(model, input_shape, target, sparse, profile, winograd, calibration_data)
 
 
 def tune(model, input_shape=None, target="llvm", trials=8, log_dir=None, sparse="auto", profile=None,
-         rpc_tracker=None, rpc_key=None, progress=False, winograd=True):
+         rpc_tracker=None, rpc_key=None, progress=False, winograd=True, calibration_data=None):
     """Tune ``model``'s kernels for ``target``; returns a :class:`~fscnn_tvm.tuning.TuneReport`.
 
     Records go to ``log_dir`` (default ``tuning_logs/<target-tag>/<model>/``); compile with
-    ``compile(..., tuning_log=log_dir)``. ``sparse``, ``profile`` and ``winograd`` must match the
-    compile's.
+    ``compile(..., tuning_log=log_dir)``. ``sparse``, ``profile``, ``winograd`` and
+    ``calibration_data`` must match the compile's.
     ``rpc_tracker="host:port"`` with ``rpc_key``: measure on the tracker's devices.
     """
     from .tuning import tune as _tune
 
     return _tune(model, input_shape, target, trials, log_dir, sparse, profile, rpc_tracker, rpc_key, progress,
-                 winograd)
+                 winograd, calibration_data)
 
 
 def load(path, device="cpu"):

@@ -1,8 +1,8 @@
-"""The compile pipeline, top to bottom, and the compiled model it returns.
+"""The back half of the pipeline, and the compiled model it returns.
 
-plan (``pipeline.plan_model``: import, fold, find layers, choose kernels) -> build each layer's
-kernel (``kernels``) -> rewrite (``passes.apply_plan``) -> legalise the rest -> schedule every
-PrimFunc (``schedules``) -> ``tvm.compile``.
+A planned model (``pipeline.plan_model``: import, fold, find layers, choose kernels) -> build each
+layer's kernel (``kernels``) -> rewrite (``passes.apply_plan``) -> legalise the rest -> schedule
+every PrimFunc (``schedules``) -> ``tvm.compile`` (:func:`build_planned`).
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import time
 
 import tvm
 from tqdm import tqdm
@@ -19,7 +18,6 @@ from tvm import relax
 
 from . import __version__, fast_math, fileio, kernels, passes, targets
 from .nan_safe import legalize_max_pool2d, nan_safe
-from .pipeline import plan_model
 from .runtime import META_FUNCTION, Runner, integrity_trailer
 from .tvm_compat import native_stderr_silenced
 
@@ -96,31 +94,13 @@ def _kernel(layer, kind: str, target, tuned) -> kernels.Kernel | None:
     return dataclasses.replace(variant, func=func) if func is not None else variant
 
 
-def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
-                  tuning_log: str | None = None, profile=None, verify: bool = False,
-                  winograd: bool = True) -> CompiledModel:
-    """Compile ``model`` (see :func:`fscnn_tvm.frontend.import_model`) for ``target``.
-
-    ``profile`` (a path or a ``profiles.Profile``) drives ``sparse="auto"``; by default the
-    target's calibrated profile in ``tuning_logs/``, else the built-in conservative one.
-    ``verify``: run the source model and the compiled one on the same random input
-    (:mod:`fscnn_tvm.verify`) and raise :class:`~fscnn_tvm.errors.VerificationError` above the
-    tolerance; the report is ``compiled.verification``. ``winograd=False``: no Winograd kernels.
-    """
-    start = time.perf_counter()
-    tgt = targets.parse(target)
-    tuned = None
-    if tuning_log is not None:  # checked before the (slow) import
-        from .tuning import TunedSchedules  # noqa: PLC0415 - MetaSchedule, only with a log
-
-        tuned = TunedSchedules(tuning_log, tgt)
-    planned = plan_model(model, input_shape, tgt, sparse, profile, winograd)
-    layers, plan, imported = planned.layers, planned.plan, planned.imported
+def build_planned(planned, tuned=None) -> CompiledModel:
+    """Build a planned model (``pipeline.plan_model``): every layer's kernel, the rewrite,
+    legalisation, schedules, ``tvm.compile``. ``tuned``: a ``tuning.TunedSchedules``."""
+    layers, plan, imported, tgt = planned.layers, planned.plan, planned.imported, planned.target
     progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
                     file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))
     built = [_kernel(layer, row.kernel, tgt, tuned) for layer, row in progress]
-    if tuned is not None:
-        log.info("applied %d tuned records from %s", tuned.applied, tuning_log)
     mod = passes.apply_plan(imported.mod, layers, built)
     mod = nan_safe(mod)  # the ops TVM lowers itself propagate NaN as in PyTorch
     mod = _legalize(mod, tgt)
@@ -135,10 +115,4 @@ def compile_model(model, input_shape=None, target="llvm", sparse: str = "auto",
                                                for _, f in mod.functions_items()), tgt)
     with tvm.transform.PassContext(opt_level=3):
         executable = fast_math.compile(mod, tgt)  # float32 exp on a vector polynomial
-    log.info("compiled %s in %.1f s", imported.source, time.perf_counter() - start)
-    compiled = CompiledModel(executable, tgt, imported.source, meta)
-    if verify:
-        from .verify import verify as check  # noqa: PLC0415 - runs torch or ONNX Runtime
-
-        compiled.verification = check(compiled, model)
-    return compiled
+    return CompiledModel(executable, tgt, imported.source, meta)

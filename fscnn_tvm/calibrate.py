@@ -7,7 +7,8 @@ layers at batch 1 to 16, and weights larger than L2 and than L3 (a 151 MB linear
 3x3 whose CSR weights outgrow L3). Each is timed dense once (and, for 3x3 stride-1 convs, as
 Winograd F(2x2) and F(4x4), with four more such layers from 32 to 640 channels that only the
 dense kinds are timed on), then CSR on an unstructured mask and BSR8 and BSR4 on an 8x1 block
-mask at a few densities; every kernel cold, as in a model run (``measure.KernelTimer``). The fit
+mask at a few densities, and the activation-sparse kernel (dense weights) on inputs with 0 to 95%
+zeros; every kernel cold, as in a model run (``measure.KernelTimer``). The fit
 is non-negative least squares on relative error (:func:`perf_model.fit`); the profile records the
 target, TVM version, host CPU, caches and fit error.
 """
@@ -58,14 +59,16 @@ WINOGRAD_LAYERS = [(32, 48, 3, 1, 120, 1), (640, 640, 3, 1, 12, 1), (160, 320, 3
                    (384, 384, 3, 1, 14, 1)]
 QUICK = [0, 2, 5, 9, 11]  # a subset for tests: 3x3, small 3x3, 1x1 wide and small, linear
 DENSITIES = (0.5, 0.3, 0.1, 0.04)  # 0.5: where plans choose between dense and sparse
+# input zero fractions the activation-sparse kernel is timed at (dense weights, every groups=1 conv)
+ACT_ZEROS = (0.0, 0.5, 0.8, 0.95)
 
 
-def _layer(entry, weight):
+def _layer(entry, weight, input_zeros: float | None = None):
     if entry[0] == "linear":
         return linear_layer(entry[3], weight)
     cin, cout, k, stride, hw, groups = entry
     spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), (stride, stride), (k // 2,) * 4, (1, 1), groups)
-    return conv_layer(spec, weight)
+    return conv_layer(spec, weight, input_zeros=input_zeros)
 
 
 def _weight_shape(entry):
@@ -87,9 +90,13 @@ def measure_samples(target, quick: bool = False, min_repeat_ms: int = 20, progre
         dense_layer = _layer(entry, w)
         for kind in [kinds.DENSE] if cuda else dense_candidates(dense_layer):
             samples.append((dense_layer, kind, timer.seconds(dense_layer, kind)))
+        conv = entry[0] != "linear"
+        if conv and not cuda and entry[5] == 1 and entry not in WINOGRAD_LAYERS:
+            for zeros in ACT_ZEROS:  # dense weights, inputs with this many zeros
+                layer = _layer(entry, w, zeros)
+                samples.append((layer, kinds.ACT_SPARSE, timer.seconds(layer, kinds.ACT_SPARSE)))
         if sparse_support(dense_layer) is not None or entry in WINOGRAD_LAYERS:
             continue
-        conv = entry[0] != "linear"
         for density in DENSITIES:
             layer = _layer(entry, w * sparse.magnitude_mask(w, 1 - density))
             samples.append((layer, "csr", timer.seconds(layer, "csr")))

@@ -54,10 +54,17 @@ def _add_compile_options(p: argparse.ArgumentParser, tuning_log: bool = True) ->
                    help="per-layer sparse kernel choice (default: auto, by the performance model)")
     _add_winograd_option(p)
     _add_profile_option(p)
+    _add_calibration_option(p)
     if tuning_log:
         p.add_argument("--tuning-log", metavar="DIR",
                        help="apply the tuning records in DIR (from `fscnn-tvm tune`); per kernel a "
                             "record is used only where it measured faster than the hand schedule")
+
+
+def _add_calibration_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration-data", metavar="X.npy",
+                   help="sample inputs (N,C,H,W float32 .npy): each layer's input zeros are measured "
+                        "on them and the plan weighs the activation-sparse kernel there")
 
 
 def _add_winograd_option(p: argparse.ArgumentParser) -> None:
@@ -136,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="llvm", help="'llvm' (this CPU, the default) or a TVM target as JSON")
     _add_winograd_option(p)
     _add_profile_option(p)
+    _add_calibration_option(p)
     p.add_argument("--measure", action="store_true",
                    help="also time every candidate kernel of every layer on this machine")
 
@@ -159,7 +167,8 @@ def _cmd_compile(args) -> int:
     _output_file(args.output, ".so")
     compiled = fscnn_tvm.compile(args.model, input_shape=args.input_shape, target=args.target,
                                  sparse=args.sparse, profile=args.profile, tuning_log=args.tuning_log,
-                                 verify=args.verify, winograd=args.winograd)
+                                 verify=args.verify, winograd=args.winograd,
+                                 calibration_data=args.calibration_data)
     if args.verify:
         print(compiled.verification.format(), file=sys.stderr)
     compiled.export_library(args.output)
@@ -175,7 +184,8 @@ def _cmd_tune(args) -> int:
     report = tuning.tune(args.model, input_shape=args.input_shape, target=args.target, trials=args.trials,
                          log_dir=args.log_dir, sparse=args.sparse, profile=args.profile,
                          rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
-                         progress=args.verbose > 0 or sys.stderr.isatty(), winograd=args.winograd)
+                         progress=args.verbose > 0 or sys.stderr.isatty(), winograd=args.winograd,
+                         calibration_data=args.calibration_data)
     print(report.format())
     return 0
 
@@ -286,7 +296,7 @@ def _cmd_explain(args) -> int:
     from .explain import explain  # noqa: PLC0415
 
     report = explain(args.model, args.input_shape, args.target, args.profile, measure=args.measure,
-                     progress=args.verbose > 0, winograd=args.winograd)
+                     progress=args.verbose > 0, winograd=args.winograd, calibration_data=args.calibration_data)
     print(report.format())
     return 0
 

@@ -67,9 +67,11 @@ class Report:
 
 
 def explain(model, input_shape=None, target="llvm", profile=None, measure: bool = False,
-            progress: bool = False, winograd: bool = True) -> Report:
-    """The model's per-layer plan under ``sparse="auto"``, optionally with measured kernel times."""
-    planned = plan_model(model, input_shape, target, "auto", profile, winograd)
+            progress: bool = False, winograd: bool = True, calibration_data=None) -> Report:
+    """The model's per-layer plan under ``sparse="auto"``, optionally with measured kernel times
+    (``calibration_data``: see ``fscnn_tvm.compile``; the measured inputs then have the layers'
+    calibrated zero fractions)."""
+    planned = plan_model(model, input_shape, target, "auto", profile, winograd, calibration_data)
     rows = [Row(p) for p in planned.plan]
     if measure:
         from .measure import KernelTimer  # noqa: PLC0415

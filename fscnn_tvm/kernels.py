@@ -17,6 +17,7 @@ from tvm import te
 from . import kinds, sparse, targets
 from .kinds import KERNEL_ATTR, Compute
 from .layer import Layer, conv_spec
+from .ops import act_sparse_conv2d as act_sparse_ops
 from .ops import conv2d as conv_ops
 from .ops import dense as dense_ops
 from .ops import sparse_conv2d as sparse_conv_ops
@@ -128,6 +129,17 @@ def _sparse_linear(layer: Layer, lanes: int) -> Kernel:
     return Kernel(func, [fmt.indptr, cols, fmt.values, bias], key, "fscnn_csr_dense")
 
 
+def _act_sparse_conv(layer: Layer, lanes: int) -> Kernel:
+    spec = conv_spec(layer)
+    layout = x86_rules.act_sparse_layout(spec, lanes)
+    has_residual = layer.residual is not None
+    func = act_sparse_ops.act_sparse_conv2d(layout, layer.act, has_residual).with_attrs(
+        {KERNEL_ATTR: Compute.ACT_SPARSE_CONV2D, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
+    bias = layer.bias if layer.bias is not None else np.zeros(spec.out_channels, "float32")
+    key = (Compute.ACT_SPARSE_CONV2D, layout, layer.act, has_residual)
+    return Kernel(func, [act_sparse_ops.pack_weight(layer.weight, layout), bias], key, "fscnn_actsparse_conv2d")
+
+
 def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
     """CUDA: one direct conv kernel for every kind (dense = BSR with all blocks), one linear.
 
@@ -155,8 +167,8 @@ def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
     spec = conv_spec(layer)
     if spec.stride[0] != spec.stride[1]:
         return None
-    if kinds.Kind.parse(kind).family == "winograd":
-        raise NotImplementedError(f"{layer.name}: Winograd kernels are x86 only (kind {kind!r})")
+    if kinds.Kind.parse(kind).family in ("winograd", "actsparse"):
+        raise NotImplementedError(f"{layer.name}: {kind} kernels are x86 only")
     rows = cuda_rules.dense_block_rows(spec) if kind == kinds.DENSE else kinds.block_rows(kind)
     layout = cuda_rules.conv_layout(spec, rows)
     func = cuda_conv2d.conv2d(layout, layer.act, has_residual).with_attrs({KERNEL_ATTR: Compute.CUDA_CONV2D, **attrs})
@@ -182,6 +194,8 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict
         return _dense_conv(layer, lanes, knobs) if layer.op == "conv2d" else _dense_linear(layer, lanes)
     if parsed.family == "winograd" and layer.op == "conv2d":
         return _winograd_conv(layer, parsed.rows, lanes, knobs)
+    if parsed.family == "actsparse" and layer.op == "conv2d":
+        return _act_sparse_conv(layer, lanes)
     if parsed.family == "csr" and layer.op == "linear":
         return _sparse_linear(layer, lanes)
     if parsed.sparse and layer.op == "conv2d":

@@ -1,7 +1,8 @@
 """Names the pipeline shares: the kernel kinds a plan chooses from, and the compute each PrimFunc is.
 
 A **kernel kind** is what a plan row says a layer runs: ``dense`` (direct), ``winograd{m}``
-(F(m x m, 3 x 3), dense weights), ``csr``, or ``bsr{R}`` (blocks of ``R`` output channels).
+(F(m x m, 3 x 3), dense weights), ``csr``, ``bsr{R}`` (blocks of ``R`` output channels), or
+``actsparse`` (dense weights, skipping the zeros of each input at run time).
 :class:`Kind` parses and prints them, so nothing slices strings.
 
 A **compute** names the PrimFunc a kernel builder made (stored on it as the ``fscnn.kernel``
@@ -17,7 +18,7 @@ import tvm
 KERNEL_ATTR = "fscnn.kernel"
 # Every kernel kind family a plan can choose, in the order tables show them. A new family is one
 # entry here (and its candidates rule in plan.py).
-FAMILIES = ("dense", "winograd", "csr", "bsr")
+FAMILIES = ("dense", "winograd", "csr", "bsr", "actsparse")
 NUMBERED = ("winograd", "bsr")  # families whose name carries a number: winograd4 (tile), bsr8 (rows)
 SPARSE_FAMILIES = ("csr", "bsr")  # kinds that store only the weight's nonzeros
 _KIND = re.compile(r"^(?P<family>[a-z_]+?)(?P<rows>\d+)?$")
@@ -49,7 +50,7 @@ class Kind:
         return f"{self.family}{self.rows}" if self.family in NUMBERED else self.family
 
 
-DENSE, CSR = "dense", "csr"
+DENSE, CSR, ACT_SPARSE = "dense", "csr", "actsparse"
 
 
 def bsr(rows: int) -> str:
@@ -82,6 +83,7 @@ class Compute:
     DENSE = "dense"  # ops/dense.py, dense linear
     SPARSE_CONV2D = "sparse_conv2d"  # ops/sparse_conv2d.py, CSR/BSR direct conv
     SPARSE_DENSE = "sparse_dense"  # ops/sparse_dense.py, CSR linear
+    ACT_SPARSE_CONV2D = "act_sparse_conv2d"  # ops/act_sparse_conv2d.py, skips the input's zeros
     CUDA_CONV2D = "cuda_conv2d"  # ops/cuda_conv2d.py, the one CUDA conv (dense = full BSR)
     CUDA_LINEAR = "cuda_linear"  # ops/cuda_linear.py
     MAX_POOL2D = "max_pool2d"  # nan_safe.legalize_max_pool2d, NaN-keeping window max (no kernel kind)

@@ -34,6 +34,9 @@ class Layer:
     # A matmul over an N-D input (..., K) runs as a linear over the flattened leading dimensions:
     # in_shape/out_shape are then 2-D and graph_shape is the output's shape in the graph.
     graph_shape: tuple[int, ...] | None = None
+    # The zero fraction of the layer's input on calibration data (mean, spread over the samples);
+    # None: not calibrated (``calibration.zero_fractions``).
+    input_zeros: tuple[float, float] | None = None
 
     @property
     def graph_out_shape(self) -> tuple[int, ...]:
@@ -60,13 +63,16 @@ def conv_spec(layer: Layer) -> Conv2dSpec:
                       a["stride"], a["padding"], a["dilation"], a["groups"])
 
 
-def conv_layer(spec: Conv2dSpec, weight: np.ndarray, act: str = "relu", name: str = "") -> Layer:
-    """A conv layer as :func:`passes.find_layers` would give it, without a graph around it."""
+def conv_layer(spec: Conv2dSpec, weight: np.ndarray, act: str = "relu", name: str = "",
+               input_zeros: float | None = None) -> Layer:
+    """A conv layer as :func:`passes.find_layers` would give it, without a graph around it
+    (``input_zeros``: a calibrated input zero fraction)."""
     attrs = {"stride": spec.stride, "padding": spec.padding, "dilation": spec.dilation,
              "groups": spec.groups}
     return Layer(0, "conv2d", None, None, [], None, weight,
                  (spec.batch, spec.in_channels, spec.height, spec.width), spec.out_shape, attrs,
-                 bias=np.zeros(spec.out_channels, "float32"), act=act, name=name)
+                 bias=np.zeros(spec.out_channels, "float32"), act=act, name=name,
+                 input_zeros=None if input_zeros is None else (float(input_zeros), 0.0))
 
 
 def linear_layer(batch: int, weight: np.ndarray, act: str = "none", name: str = "") -> Layer:

@@ -59,7 +59,7 @@ class KernelTimer:
         dev = self.dev
         rng = np.random.default_rng(0)
         in_shape, out_shape = kernel.shapes(layer)
-        data = rng.standard_normal(in_shape).astype("float32")
+        data = input_for(layer, in_shape, rng)
         extra = [rng.standard_normal(out_shape).astype("float32")] if layer.residual is not None else []
         args = [tvm.runtime.tensor(a, dev) for a in
                 [data, *kernel.constants, *extra, np.zeros(out_shape, "float32")]]
@@ -72,6 +72,15 @@ class KernelTimer:
         return float(np.median(evaluator(*args).results))
 
 
+def input_for(layer: Layer, shape, rng) -> np.ndarray:
+    """Seeded random input of ``shape`` with the layer's calibrated zero fraction, if it has one
+    (the zeros at random places: no channel or pixel structure)."""
+    data = rng.standard_normal(shape).astype("float32")
+    if layer.input_zeros is not None:
+        data[rng.random(shape) < layer.input_zeros[0]] = 0.0
+    return data
+
+
 def compiled_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict | None = None):
     """``layer``'s ``kind`` kernel (``knobs``: see ``kernels.build_kernel``) compiled on its own,
     with its arguments on the CPU and the seeded input; run once, so ``args[-1]`` holds the output.
@@ -82,7 +91,7 @@ def compiled_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: d
     lib = fast_math.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
     dev = tvm.cpu()
     in_shape, out_shape = kernel.shapes(layer)
-    x = np.random.default_rng(0).standard_normal(layer.in_shape).astype("float32")
+    x = input_for(layer, layer.in_shape, np.random.default_rng(0))
     args = [tvm.runtime.tensor(a, dev) for a in
             [x.reshape(in_shape)] + kernel.constants + [np.zeros(out_shape, "float32")]]
     lib(*args)

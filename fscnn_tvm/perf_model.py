@@ -60,6 +60,9 @@ COEFFICIENTS = (
     "l3_byte", "dram_byte",  # weights a kernel streams again, from L3 or from DRAM
     "linear.flop", "linear.byte",
     "csr_linear.nnz", "csr_linear.nnz_l2", "csr_linear.row",
+    # the activation-sparse conv: FLOPs on the input's nonzeros, list walks (and the mispredicted
+    # exits of random-length ones), compaction per input element, partial-sum tile vectors
+    "act.flop", "act.list", "act.list_random", "act.compact", "act.tile",
 )
 # The terms that are weight traffic from DRAM: where they are most of a prediction, the layer is
 # "DRAM bound" and the plan's reason says so.
@@ -203,6 +206,10 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
     parsed = kinds.Kind.parse(kind)
     if parsed.family == "winograd":
         return {**f, **winograd_features(spec, parsed.rows, lanes, caches)}
+    if parsed.family == "actsparse":
+        zeros = layer.input_zeros[0] if layer.input_zeros is not None else 0.0
+        return {**f, **act_sparse_features(spec, lanes, 1.0 - zeros),
+                "conv.dram_byte": weight_bytes(layer, kinds.DENSE, lanes)}
     rows = parsed.rows
     layout = x86_rules.sparse_conv_layout(spec, rows, lanes)
     tile = layout.tile
@@ -226,6 +233,38 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
     w = weight_bytes(layer, kind, lanes, nnz)
     f["conv.dram_byte"] = w
     return {**f, **_rereads(w, spec.batch * layout.tiles - 1, caches)}  # every register tile sweeps them
+
+
+def _valid_taps(size: int, padding: tuple[int, int], out: int, kernel: int, stride: int, dilation: int) -> float:
+    """The fraction of (output, tap) pairs along one axis whose input is inside the image."""
+    o, k = np.arange(out)[:, None], np.arange(kernel)[None, :]
+    pos = o * stride + k * dilation - padding[0]
+    return float(np.mean((pos >= 0) & (pos < size)))
+
+
+def act_sparse_features(spec, lanes: int, density: float) -> dict[str, float]:
+    """Counts of the activation-sparse conv at input ``density`` (nonzero fraction, spread at
+    random): FMAs per nonzero under a tap, list walks (the per-list cost: loop entry and exit, a
+    mispredicted branch once lists are short and of random length), compaction, tile loads and
+    stores of the partial sums, and the NCHW epilogue."""
+    lay = x86_rules.act_sparse_layout(spec, lanes)
+    valid = (_valid_taps(spec.height, (spec.padding[0], spec.padding[2]), spec.out_height, spec.kernel[0],
+                         spec.stride[0], spec.dilation[0])
+             * _valid_taps(spec.width, (spec.padding[1], spec.padding[3]), spec.out_width, spec.kernel[1],
+                           spec.stride[1], spec.dilation[1]))
+    walks = float(spec.batch * lay.blocks * spec.kernel[0] * lay.chunks * spec.out_height * lay.segments)
+    outputs = spec.batch * lay.blocks * spec.out_height * lay.segments * lay.tile
+    taps = outputs * spec.kernel[0] * spec.kernel[1] * valid
+    # a list of n nonzeros runs ceil(n / unroll) steps: about (unroll - 1) / 2 zero entries more
+    entries = spec.in_channels * density + lay.chunks * (lay.unroll - 1) / 2 * (density > 0)
+    lists = walks * lay.span
+    # lists of random length end in a mispredicted branch; all full or all empty ones do not
+    random = 1.0 - density ** lay.chunk - (1.0 - density) ** lay.chunk
+    return {"act.flop": 2.0 * lay.oc_block * taps * entries,
+            "act.list": lists, "act.list_random": lists * random,
+            "act.compact": float(spec.batch * lay.hp * lay.wx * spec.in_channels),
+            "act.tile": walks * lay.tile * lay.vectors,
+            "dense.store": spec.batch * spec.out_channels * spec.out_height * spec.out_width / lanes}
 
 
 def _winograd_weight_traffic(lay, u_bytes: float, caches: targets.Caches) -> dict[str, float]:

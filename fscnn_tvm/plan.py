@@ -35,9 +35,11 @@ class LayerPlan:
     groups: int
     epilogue: str  # e.g. "bias+residual+relu"
     sparsity: float
-    kernel: str  # a kernel kind: dense | winograd{m} | csr | bsr{R}
+    kernel: str  # a kernel kind: dense | winograd{m} | csr | bsr{R} | actsparse
     reason: str
     predicted_ms: dict = field(default_factory=dict)  # kind -> performance-model time
+    input_zeros: float | None = None  # calibrated zero fraction of the input (None: not calibrated)
+    input_zeros_spread: float | None = None  # its standard deviation over the calibration samples
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +80,19 @@ def winograd_support(layer: Layer, profile=None) -> str | None:
     return winograd.supports(conv_spec(layer))
 
 
+def act_sparse_support(layer: Layer, profile=None) -> str | None:
+    """Why ``layer`` cannot run the activation-sparse kernel, or ``None`` when it can."""
+    if layer.op != "conv2d":
+        return "linear"
+    if layer.input_zeros is None:
+        return "input zeros not calibrated"
+    if profile is not None and profile.cuda:
+        return "activation-sparse kernels are x86 only"
+    if layer.attrs["groups"] != 1:
+        return f"groups={layer.attrs['groups']}: the activation-sparse kernel needs groups=1"
+    return None
+
+
 def dense_candidates(layer: Layer, profile=None, use_winograd: bool = True) -> list[str]:
     """The dense-weight kinds that can run ``layer``: direct, and Winograd F(2x2) and F(4x4) for
     3x3 stride-1 convs (``use_winograd=False``: direct only, the opt-out for direct numerics), in
@@ -98,17 +113,18 @@ def best_dense(layer: Layer, profile, use_winograd: bool = True) -> tuple[str, f
 
 def candidates(layer: Layer, profile=None, use_winograd: bool = True) -> list[str]:
     """The kernel kinds that can run ``layer``: the dense ones (:func:`dense_candidates`), CSR,
-    and the BSR kind its weight suits.
+    and the BSR kind its weight suits; ``actsparse`` where the input's zeros were calibrated.
     Blocks of 8 output channels are also blocks of 4, and on a CPU with 16 vector registers (fewer
     than 16 fp32 lanes: AVX2) BSR4 measured 1.1-1.3x faster than BSR8 on them (RESULTS.md, session
     5), so both compete there; with 32 registers and on GPUs only BSR8 was measured."""
     dense = dense_candidates(layer, profile, use_winograd)
+    act = [kinds.ACT_SPARSE] if act_sparse_support(layer, profile) is None else []
     if sparse_support(layer) is not None:
-        return dense
+        return dense + act
     rows = kinds.block_rows(sparse_kind(layer))
     few_registers = profile is not None and not profile.cuda and profile.lanes < 16
     also = [4] if rows == 8 and few_registers else []
-    return dense + [kinds.CSR] + [kinds.bsr(r) for r in [rows, *also] if r > 1]
+    return dense + [kinds.CSR] + [kinds.bsr(r) for r in [rows, *also] if r > 1] + act
 
 
 # ---------------------------------------------------------------- the choice
@@ -169,14 +185,47 @@ def choose(layer: Layer, profile, use_winograd: bool = True, allow_sparse: bool 
     its break-even sparsity is the one against that kind, and the reason names it; where the
     chosen kernel's time is mostly its weights streaming from DRAM, the reason says so.
     ``allow_sparse=False`` chooses among the dense kinds only (``sparse="never"``)."""
-    choice = _choose(layer, profile, use_winograd, allow_sparse)
+    choice = _with_act_sparse(layer, profile, _choose(layer, profile, use_winograd, allow_sparse))
     bound = perf_model.memory_bound(layer, choice.kind, profile)
     return replace(choice, reason=f"{choice.reason}; {bound}") if bound else choice
 
 
+def act_break_even(layer: Layer, profile, against_seconds: float) -> float | None:
+    """The input zero fraction above which the activation-sparse kernel is predicted faster than
+    ``against_seconds`` (``None``: not even on an all-zero input)."""
+    def at(zeros: float) -> float:
+        return perf_model.predict(replace(layer, input_zeros=(zeros, 0.0)), kinds.ACT_SPARSE, profile)
+
+    if at(1.0) >= against_seconds:
+        return None
+    if at(0.0) < against_seconds:
+        return 0.0
+    low, high = 0.0, 1.0
+    for _ in range(14):  # to 1e-4
+        mid = (low + high) / 2
+        low, high = (mid, high) if at(mid) >= against_seconds else (low, mid)
+    return high
+
+
+def _with_act_sparse(layer: Layer, profile, choice: Choice) -> Choice:
+    """``choice`` weighed against the activation-sparse kernel where it can run (the input's
+    zeros calibrated): the faster of the two, the reason saying at which input zeros it pays."""
+    if kinds.ACT_SPARSE not in choice.times:
+        return choice
+    t_act, t_best = choice.times[kinds.ACT_SPARSE], choice.times[choice.kind]
+    zeros = layer.input_zeros[0]
+    even = act_break_even(layer, profile, t_best)
+    pays = "never pays" if even is None else f"pays above input zeros {even:.2f}"
+    if t_act < t_best:
+        reason = (f"actsparse {t_act * 1e3:.3f} ms < {choice.kind} {t_best * 1e3:.3f} ms "
+                  f"({t_best / t_act:.1f}x at calibrated input zeros {zeros:.2f}; {pays})")
+        return Choice(kinds.ACT_SPARSE, choice.times, reason, choice.break_even)
+    return replace(choice, reason=f"{choice.reason}; actsparse {pays} (input zeros {zeros:.2f})")
+
+
 def _choose(layer: Layer, profile, use_winograd: bool, allow_sparse: bool) -> Choice:
-    options = candidates(layer, profile, use_winograd)
-    times = {k: perf_model.predict(layer, k, profile) for k in options}
+    options = [k for k in candidates(layer, profile, use_winograd) if k != kinds.ACT_SPARSE]
+    times = {k: perf_model.predict(layer, k, profile) for k in candidates(layer, profile, use_winograd)}
     best_dense, dense_reason = _dense_choice(options, times)
     sparse_kinds = [k for k in options if kinds.is_sparse(k)]
     if not sparse_kinds or not allow_sparse:
@@ -246,7 +295,9 @@ def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None,
             stride=tuple(layer.attrs["stride"]) if conv else (),
             groups=layer.attrs["groups"] if conv else 1,
             epilogue=layer.epilogue, sparsity=round(1.0 - layer.density, 4),
-            kernel=kernel, reason=reason, predicted_ms=predicted))
+            kernel=kernel, reason=reason, predicted_ms=predicted,
+            input_zeros=None if layer.input_zeros is None else round(layer.input_zeros[0], 4),
+            input_zeros_spread=None if layer.input_zeros is None else round(layer.input_zeros[1], 4)))
     return rows
 
 
@@ -281,14 +332,15 @@ def format_plan(rows: list[LayerPlan], measured: list[dict] | None = None) -> st
     widths = {k: max(8, len(k)) for k in columns}
     mwidths = {k: max(8, len(k) + 2) for k in columns}
     choice = max([6] + [len(r.kernel) for r in rows])
-    head = (f"{'#':>3} {'layer':<26} {'op':<6} {'shape':<24} {'sparsity':>8} "
+    head = (f"{'#':>3} {'layer':<26} {'op':<6} {'shape':<24} {'sparsity':>8} {'in.zeros':>8} "
             + " ".join(f"{k:>{widths[k]}}" for k in columns) + f" {'choice':<{choice}}")
     if measured:
         head += " " + " ".join(f"{'m.' + k:>{mwidths[k]}}" for k in columns) + f" {'fastest':<{choice}} ok"
     head += "  reason"
     lines = [head, "-" * len(head)]
     for i, r in enumerate(rows):
-        line = (f"{r.index:>3} {r.name[:26]:<26} {r.op:<6} {shape_text(r):<24} {r.sparsity:>8.3f} "
+        zeros = "-" if r.input_zeros is None else f"{r.input_zeros:.2f}"
+        line = (f"{r.index:>3} {r.name[:26]:<26} {r.op:<6} {shape_text(r):<24} {r.sparsity:>8.3f} {zeros:>8} "
                 + " ".join(_ms(r.predicted_ms.get(k), widths[k]) for k in columns) + f" {r.kernel:<{choice}}")
         if measured:
             m = measured[i]
@@ -297,4 +349,7 @@ def format_plan(rows: list[LayerPlan], measured: list[dict] | None = None) -> st
             line += (" " + " ".join(_ms(m.get(k), mwidths[k]) for k in columns)
                      + f" {fastest:<{choice}} {'yes' if right else 'NO '}")
         lines.append(line + "  " + r.reason)
+    if rows and all(r.input_zeros is None for r in rows):
+        lines.append("input zeros not calibrated: no activation-sparse kernels (calibrate with "
+                     "calibration_data=, or --calibration-data)")
     return "\n".join(lines)

@@ -87,13 +87,13 @@ class TuneReport:
 
 def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, log_dir=None,
          sparse: str = "auto", profile=None, rpc_tracker: str | None = None, rpc_key: str | None = None,
-         progress: bool = False, winograd: bool = True) -> TuneReport:
+         progress: bool = False, winograd: bool = True, calibration_data=None) -> TuneReport:
     """Tune ``model``'s kernels for ``target`` and write the records (see the module docstring).
 
     ``trials``: MetaSchedule trials per dense-conv task (sparse convs measure a fixed handful of
     configurations). ``log_dir``: default ``tuning_logs/<target-tag>/<model>/``. ``sparse`` and
     ``profile`` (and ``winograd``) must be those the model will be compiled with (they make the plan,
-    hence the tasks).
+    hence the tasks), and so must ``calibration_data``.
     """
     start = time.perf_counter()
     tgt = targets.parse(target)
@@ -106,7 +106,7 @@ def tune(model, input_shape=None, target="llvm", trials: int = DEFAULT_TRIALS, l
     folder.mkdir(parents=True, exist_ok=True)
     meta = start_meta(folder, tgt, trials, model)
     meta["runner"] = "local" if rpc is None else f"rpc {rpc[2]}@{rpc[0]}:{rpc[1]}"
-    planned = plan_model(model, input_shape, tgt, sparse, profile, winograd)
+    planned = plan_model(model, input_shape, tgt, sparse, profile, winograd, calibration_data)
     tasks = extract_tasks(planned.layers, planned.plan, tgt, trials)
     db = open_database(folder)
     bar = tqdm(tasks, desc="tune", unit="task", file=sys.stderr, disable=not progress)

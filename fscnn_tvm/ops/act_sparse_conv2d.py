@@ -1,0 +1,207 @@
+"""Activation-sparse conv2d (FalCon, SparseTrain): work in proportion to the input's nonzeros.
+
+A ReLU network feeds its convolutions inputs that are largely zero, differently for every input,
+so the zeros are found at run time, and the result is exact for any input: a denser input is
+slower, never wrong. Two stages in one PrimFunc:
+
+1. **Compaction**: for every pixel of the zero-padded input and every chunk of ``chunk`` input
+   channels, the list of its nonzero channels (as weight offsets ``c * oc_block``) and their
+   values, padded with zero entries to a multiple of ``unroll``, and the list's length in steps
+   of that many. Written without a branch (every channel is stored, the count advances where it
+   is nonzero), so its cost does not depend on the input; padding pixels have empty lists.
+2. **Accumulation** (SparseTrain's loop): a register tile holds ``tile`` consecutive output
+   pixels of one row x ``oc_block`` output channels (``oc_block / lanes`` vectors each). For one
+   kernel row ``kh`` and one channel chunk, the tile walks the lists of the input pixels under
+   it; each nonzero is one broadcast of its value times the weight vectors of its channel for
+   every kernel column ``kw``, into the accumulators of the outputs that pixel feeds. Which
+   accumulator a (pixel, ``kw``) feeds is known when the script is generated (the pixel loop is
+   written out), so they stay in registers. ``unroll > 1`` (narrow kernels, where one nonzero
+   feeds few accumulators) splits each list over as many accumulator sets. Loops run
+   (block, ``kh``, chunk) outside the pixels, so the weights in use (``KW x chunk x oc_block``
+   floats) stay in L1; the tile's partial sums go to ``part`` between them.
+
+The epilogue writes NCHW with bias, residual and activation. Arguments in call order: ``data
+[N, C, H, W]``, ``weight`` (flat ``[OB, KH, KW, C, oc_block]``, :func:`pack_weight`; channels past
+``OC`` zero), ``bias [OC]``, (``residual [N, OC, OH, OW]``), output ``[N, OC, OH, OW]``. Groups
+must be 1. Plain TIR: scheduled by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+
+from .activations import ACTIVATION_SCRIPT as _ACT
+from .conv2d import Conv2dSpec
+
+
+@dataclass(frozen=True)
+class ActSparseLayout:
+    """The knobs of one activation-sparse conv (``schedules/x86/rules.act_sparse_layout``)."""
+
+    spec: Conv2dSpec
+    lanes: int  # fp32 lanes per vector
+    oc_block: int  # output channels per block: a multiple of ``lanes``
+    tile: int  # output pixels of one row per register tile
+    chunk: int  # input channels per list (the weights of one chunk stay in L1)
+    unroll: int = 1  # list entries per step, each into its own accumulator set
+
+    @property
+    def vectors(self) -> int:
+        return self.oc_block // self.lanes
+
+    @property
+    def hp(self) -> int:
+        return self.spec.height + self.spec.padding[0] + self.spec.padding[2]
+
+    @property
+    def segments(self) -> int:
+        return -(-self.spec.out_width // self.tile)
+
+    @property
+    def span(self) -> int:
+        """Input pixels under one register tile of a row."""
+        return (self.tile - 1) * self.spec.stride[1] + (self.spec.kernel[1] - 1) * self.spec.dilation[1] + 1
+
+    @property
+    def wx(self) -> int:
+        """Width of the compacted input: the padded width, widened so every tile's span is inside."""
+        wp = self.spec.width + self.spec.padding[1] + self.spec.padding[3]
+        return max(wp, (self.segments - 1) * self.tile * self.spec.stride[1] + self.span)
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.spec.in_channels // self.chunk)
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.spec.out_channels // self.oc_block)
+
+    @property
+    def capacity(self) -> int:
+        """List entries per (pixel, chunk): every channel of the chunk and one step of padding."""
+        return self.chunk + self.unroll
+
+    def feeds(self, t: int, kw: int) -> int | None:
+        """The output pixel of the tile that input pixel ``t`` of its span feeds through kernel
+        column ``kw`` (``None``: none)."""
+        q, r = divmod(t - kw * self.spec.dilation[1], self.spec.stride[1])
+        return q if r == 0 and 0 <= q < self.tile else None
+
+
+def pack_weight(weight: np.ndarray, layout: ActSparseLayout) -> np.ndarray:
+    """OIHW -> flat ``[OB, KH, KW, C, oc_block]`` (zero past ``OC``)."""
+    oc, ic, kh, kw = weight.shape
+    ob, r = layout.blocks, layout.oc_block
+    padded = np.zeros((ob * r, ic, kh, kw), np.float32)
+    padded[:oc] = weight
+    return np.ascontiguousarray(padded.reshape(ob, r, ic, kh, kw).transpose(0, 3, 4, 2, 1)).reshape(-1)
+
+
+def _compaction(layout: ActSparseLayout) -> str:
+    """The lists, built one image row and chunk at a time: channel by channel, each reading a
+    contiguous row (NCHW read down the channels would stride by a power of two and miss L1 on
+    every load), with a count per pixel of the row."""
+    spec = layout.spec
+    n, c, h, w = spec.batch, spec.in_channels, spec.height, spec.width
+    top, left = spec.padding[0], spec.padding[1]
+    hp, wx, ck, cap, u, r = layout.hp, layout.wx, layout.chunk, layout.capacity, layout.unroll, layout.oc_block
+    chunks = layout.chunks
+    pixel = f"(b * {hp} + y) * {wx} + x"
+    last = f"T.min({ck}, {c} - g * {ck})" if c % ck else str(ck)
+    at = f"(((b * {hp} + y + {top}) * {wx} + x + {left}) * {chunks} + g) * {cap} + count[x]"
+    value = f"data[b, g * {ck} + k, y, x]"
+    return f"""
+    for b, y, x, g in T.grid({n}, {hp}, {wx}, {chunks}):
+        steps[({pixel}) * {chunks} + g] = 0
+    for b, y, g in T.grid({n}, {h}, {chunks}):
+        count = T.decl_buffer(({w},), "int32", scope="global")
+        for x in range({w}):
+            count[x] = 0
+        for k in range({last}):
+            for x in range({w}):
+                values[{at}] = {value}
+                index[{at}] = (g * {ck} + k) * {r}
+                count[x] = count[x] + T.Cast("int32", {value} != T.float32(0))
+        for x, k in T.grid({w}, {u}):
+            values[{at} + k] = T.float32(0)
+            index[{at} + k] = 0
+        for x in range({w}):
+            steps[(((b * {hp} + y + {top}) * {wx} + x + {left}) * {chunks} + g)] = (count[x] + {u - 1}) // {u}"""
+
+
+def act_sparse_conv2d_script(layout: ActSparseLayout, act: str = "none", has_residual: bool = False) -> str:
+    spec = layout.spec
+    n, c, oc = spec.batch, spec.in_channels, spec.out_channels
+    oh, ow = spec.out_height, spec.out_width
+    kh, kw = spec.kernel
+    sh, sw = spec.stride
+    dh = spec.dilation[0]
+    hp, wx, ob, r = layout.hp, layout.wx, layout.blocks, layout.oc_block
+    tile, u, chunks, cap, segs = layout.tile, layout.unroll, layout.chunks, layout.capacity, layout.segments
+    owp = segs * tile
+    pixels = n * hp * wx
+    res_arg = f'residual: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32"), ' if has_residual else ""
+    res_term = " + residual[b, o, y, x]" if has_residual else ""
+    result = _ACT[act].format(v=f"part[((b * {ob} + o // {r}) * {oh} + y) * {owp * r} + x * {r} + o % {r}] + bias[o]{res_term}")
+
+    # The tile: accumulators acc_{set}_{pixel} of oc_block floats (small buffers: registers).
+    q0 = f"((b * {ob} + o) * {oh} + y) * {owp * r} + s * {tile * r}"
+    lines = []
+    for k in range(u):
+        for p in range(tile):
+            lines.append(f'acc_{k}_{p} = T.decl_buffer(({r},), "float32", scope="global")')
+    first = "i == 0 and g == 0"
+    for p in range(tile):
+        lines.append(f"for v in T.vectorized({r}):")
+        lines.append(f"    acc_0_{p}[v] = T.if_then_else({first}, T.float32(0), part[{q0} + {p * r} + v])")
+        for k in range(1, u):
+            lines.append(f"    acc_{k}_{p}[v] = T.float32(0)")
+    row = f"(b * {hp} + y * {sh} + i * {dh}) * {wx} + s * {tile * sw}"
+    for t in range(layout.span):
+        taps = [(j, layout.feeds(t, j)) for j in range(kw)]
+        taps = [(j, p) for j, p in taps if p is not None]
+        if not taps:
+            continue
+        lst = f"(({row} + {t}) * {chunks} + g)"
+        lines.append(f"for e in range(steps[{lst}]):")
+        for k in range(u):
+            entry = f"{lst} * {cap} + e * {u} + {k}"
+            for j, p in taps:
+                w_at = f"weight[((o * {kh} + i) * {kw} + {j}) * {c * r} + index[{entry}] + v]"
+                lines.append(f"    for v in T.vectorized({r}):")
+                lines.append(f"        acc_{k}_{p}[v] = acc_{k}_{p}[v] + values[{entry}] * {w_at}")
+    for p in range(tile):
+        total = " + ".join(f"acc_{k}_{p}[v]" for k in range(u))
+        lines.append(f"for v in T.vectorized({r}):")
+        lines.append(f"    part[{q0} + {p * r} + v] = {total}")
+    body = "\n".join(" " * 12 + line for line in lines)
+    return f"""
+# from tvm.script import tirx as T
+@T.prim_func
+def main(data: T.Buffer(({n}, {c}, {spec.height}, {spec.width}), "float32"), weight_h: T.handle, bias: T.Buffer(({oc},), "float32"), {res_arg}out: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32")):
+    T.func_attr({{"tirx.noalias": True}})
+    weight = T.match_buffer(weight_h, ({ob * kh * kw * c * r},), "float32")
+    values = T.decl_buffer(({pixels * chunks * cap},), "float32", scope="global")
+    index = T.decl_buffer(({pixels * chunks * cap},), "int32", scope="global")
+    steps = T.decl_buffer(({pixels * chunks},), "int32", scope="global")
+    part = T.decl_buffer(({n * ob * oh * owp * r},), "float32", scope="global"){_compaction(layout)}
+    for b, o, i, g in T.grid({n}, {ob}, {kh}, {chunks}):
+        for y, s in T.grid({oh}, {segs}):
+{body}
+    for b, o, y, x in T.grid({n}, {oc}, {oh}, {ow}):
+        out[b, o, y, x] = {result}
+"""
+
+
+def act_sparse_conv2d(layout: ActSparseLayout, act: str = "none", has_residual: bool = False) -> tvm.tirx.PrimFunc:
+    """The activation-sparse conv PrimFunc (plain TIR, scheduled by construction)."""
+    if act not in _ACT:
+        raise ValueError(f"act_sparse_conv2d: unknown activation {act!r}")
+    layout.spec.validate()
+    if layout.spec.groups != 1:
+        raise ValueError(f"act_sparse_conv2d: groups={layout.spec.groups} is not supported (groups must be 1)")
+    if layout.oc_block % layout.lanes:
+        raise ValueError(f"act_sparse_conv2d: oc_block {layout.oc_block} is not a multiple of {layout.lanes} lanes")
+    return tvm.script.from_source(act_sparse_conv2d_script(layout, act, has_residual))
