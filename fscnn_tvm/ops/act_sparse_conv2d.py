@@ -6,9 +6,9 @@ slower, never wrong. Two stages in one PrimFunc:
 
 1. **Compaction**: for every pixel of the zero-padded input and every chunk of ``chunk`` input
    channels, the list of its nonzero channels (as weight offsets ``c * oc_block``) and their
-   values, padded with zero entries to a multiple of ``unroll``, and the list's length in steps
-   of that many. Written without a branch (every channel is stored, the count advances where it
-   is nonzero), so its cost does not depend on the input; padding pixels have empty lists.
+   values, padded with zero entries to a multiple of ``unroll`` and ended by an index of -1.
+   Written without a branch (every channel is stored, the count advances where it is nonzero),
+   so its cost does not depend on the input; padding pixels have empty lists.
 2. **Accumulation** (SparseTrain's loop): a register tile holds ``tile`` consecutive output
    pixels of one row x ``oc_block`` output channels (``oc_block / lanes`` vectors each). For one
    kernel row ``kh`` and one channel chunk, the tile walks the lists of the input pixels under
@@ -18,7 +18,9 @@ slower, never wrong. Two stages in one PrimFunc:
    written out), so they stay in registers. ``unroll > 1`` (narrow kernels, where one nonzero
    feeds few accumulators) splits each list over as many accumulator sets. Loops run
    (block, ``kh``, chunk) outside the pixels, so the weights in use (``KW x chunk x oc_block``
-   floats) stay in L1; the tile's partial sums go to ``part`` between them.
+   floats) stay in L1; the tile's partial sums go to ``part`` between them. A list is walked up
+   to its end marker (a ``while`` loop): LLVM unrolls a counted loop by two and adds a remainder
+   loop, whose branch is a coin toss on lists of random length (80% zeros: 8.0 -> 7.1 ms).
 
 The epilogue writes NCHW with bias, residual and activation. Arguments in call order: ``data
 [N, C, H, W]``, ``weight`` (flat ``[OB, KH, KW, C, oc_block]``, :func:`pack_weight`; channels past
@@ -91,7 +93,8 @@ class ActSparseLayout:
 
 
 def pack_weight(weight: np.ndarray, layout: ActSparseLayout) -> np.ndarray:
-    """OIHW -> flat ``[OB, KH, KW, C, oc_block]`` (zero past ``OC``)."""
+    """OIHW -> flat ``[OB, KH, KW, C, oc_block]`` (zero past ``OC``). (``[OB, KH, C, KW, oc_block]``,
+    every ``kw`` of a channel contiguous, measured 7-10% slower at 80-90% zeros.)"""
     oc, ic, kh, kw = weight.shape
     ob, r = layout.blocks, layout.oc_block
     padded = np.zeros((ob * r, ic, kh, kw), np.float32)
@@ -114,7 +117,7 @@ def _compaction(layout: ActSparseLayout) -> str:
     value = f"data[b, g * {ck} + k, y, x]"
     return f"""
     for b, y, x, g in T.grid({n}, {hp}, {wx}, {chunks}):
-        steps[({pixel}) * {chunks} + g] = 0
+        index[(({pixel}) * {chunks} + g) * {cap}] = -1
     for b, y, g in T.grid({n}, {h}, {chunks}):
         count = T.decl_buffer(({w},), "int32", scope="global")
         for x in range({w}):
@@ -128,7 +131,7 @@ def _compaction(layout: ActSparseLayout) -> str:
             values[{at} + k] = T.float32(0)
             index[{at} + k] = 0
         for x in range({w}):
-            steps[(((b * {hp} + y + {top}) * {wx} + x + {left}) * {chunks} + g)] = (count[x] + {u - 1}) // {u}"""
+            index[{at} - count[x] + (count[x] + {u - 1}) // {u} * {u}] = -1"""
 
 
 def act_sparse_conv2d_script(layout: ActSparseLayout, act: str = "none", has_residual: bool = False) -> str:
@@ -148,7 +151,7 @@ def act_sparse_conv2d_script(layout: ActSparseLayout, act: str = "none", has_res
 
     # The tile: accumulators acc_{set}_{pixel} of oc_block floats (small buffers: registers).
     q0 = f"((b * {ob} + o) * {oh} + y) * {owp * r} + s * {tile * r}"
-    lines = []
+    lines = ['e = T.decl_buffer((1,), "int32", scope="global")']
     for k in range(u):
         for p in range(tile):
             lines.append(f'acc_{k}_{p} = T.decl_buffer(({r},), "float32", scope="global")')
@@ -165,13 +168,15 @@ def act_sparse_conv2d_script(layout: ActSparseLayout, act: str = "none", has_res
         if not taps:
             continue
         lst = f"(({row} + {t}) * {chunks} + g)"
-        lines.append(f"for e in range(steps[{lst}]):")
+        lines.append(f"e[0] = {lst} * {cap}")
+        lines.append("while index[e[0]] >= 0:")
         for k in range(u):
-            entry = f"{lst} * {cap} + e * {u} + {k}"
+            entry = f"e[0] + {k}"
             for j, p in taps:
                 w_at = f"weight[((o * {kh} + i) * {kw} + {j}) * {c * r} + index[{entry}] + v]"
                 lines.append(f"    for v in T.vectorized({r}):")
                 lines.append(f"        acc_{k}_{p}[v] = acc_{k}_{p}[v] + values[{entry}] * {w_at}")
+        lines.append(f"    e[0] = e[0] + {u}")
     for p in range(tile):
         total = " + ".join(f"acc_{k}_{p}[v]" for k in range(u))
         lines.append(f"for v in T.vectorized({r}):")
@@ -185,7 +190,6 @@ def main(data: T.Buffer(({n}, {c}, {spec.height}, {spec.width}), "float32"), wei
     weight = T.match_buffer(weight_h, ({ob * kh * kw * c * r},), "float32")
     values = T.decl_buffer(({pixels * chunks * cap},), "float32", scope="global")
     index = T.decl_buffer(({pixels * chunks * cap},), "int32", scope="global")
-    steps = T.decl_buffer(({pixels * chunks},), "int32", scope="global")
     part = T.decl_buffer(({n * ob * oh * owp * r},), "float32", scope="global"){_compaction(layout)}
     for b, o, i, g in T.grid({n}, {ob}, {kh}, {chunks}):
         for y, s in T.grid({oh}, {segs}):
