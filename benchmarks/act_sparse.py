@@ -21,12 +21,14 @@ def main() -> None:
     p.add_argument("--layer", default="512,512,3,28", help="CIN,COUT,K,HW (stride 1, same padding)")
     p.add_argument("--zeros", default="0,0.5,0.7,0.8,0.9")
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--weight-sparsity", type=float, default=None,
+                   help="also time CSR on the weights magnitude-pruned to this sparsity (both skipped?)")
     args = p.parse_args()
 
     import torch  # noqa: PLC0415
     import tvm  # noqa: PLC0415
 
-    from fscnn_tvm import kinds, plan, targets  # noqa: PLC0415
+    from fscnn_tvm import kinds, plan, sparse, targets  # noqa: PLC0415
     from fscnn_tvm.layer import conv_layer  # noqa: PLC0415
     from fscnn_tvm.measure import compiled_kernel  # noqa: PLC0415
     from fscnn_tvm.ops.conv2d import Conv2dSpec  # noqa: PLC0415
@@ -42,23 +44,32 @@ def main() -> None:
     dev = tvm.cpu()
     rng = np.random.default_rng(1)
     zeros = [float(z) for z in args.zeros.split(",")]
+    if args.weight_sparsity is not None:  # CSR on pruned weights, and actsparse on them (zeros stored)
+        pruned = conv_layer(spec, w * sparse.magnitude_mask(w, args.weight_sparsity), act="none")
+        libs["csr pruned"] = compiled_kernel(pruned, kinds.CSR, target)[:2]
+        libs["actsparse pruned"] = compiled_kernel(pruned, kinds.ACT_SPARSE, target)[:2]
     inputs = {}
     for z in zeros:
         x = rng.standard_normal(layer.in_shape).astype("float32")
         x[rng.random(x.shape) < z] = 0.0
-        inputs[z] = tvm.runtime.tensor(x, dev)
+        inputs[z] = x
         ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=k // 2).numpy()
         for kind, (lib, a) in libs.items():
-            lib(inputs[z], *a[1:])
-            err = relative_error(a[-1].numpy(), ref)
-            assert err <= 1e-4, (kind, z, err)
+            lib(tvm.runtime.tensor(x.reshape(a[0].shape), dev), *a[1:])
+            if "pruned" not in kind:
+                err = relative_error(a[-1].numpy().reshape(ref.shape), ref)
+                assert err <= 1e-4, (kind, z, err)
 
     def runner(kind, z):
         lib, a = libs[kind]
         ev = lib.mod.time_evaluator("main", dev, number=1, repeat=3)
-        return lambda: float(np.median(ev(inputs[z], *a[1:]).results))
+        x = tvm.runtime.tensor(inputs[z].reshape(a[0].shape), dev)  # the pointwise kernel sees flat maps
+        return lambda: float(np.median(ev(x, *a[1:]).results))
 
     runners = {(kind, None): runner(kind, zeros[0]) for kind in dense_kinds}
+    if args.weight_sparsity is not None:
+        runners[("csr pruned", None)] = runner("csr pruned", zeros[0])
+        runners.update({("actsparse pruned", z): runner("actsparse pruned", z) for z in zeros})
     runners.update({(kinds.ACT_SPARSE, z): runner(kinds.ACT_SPARSE, z) for z in zeros})
     med = interleaved(runners, args.rounds, self_timed=True)
     ms = {key: t * 1e3 for key, t in med.items()}
@@ -68,6 +79,10 @@ def main() -> None:
     rows = [[f"{z:.2f}", f"{ms[(kinds.ACT_SPARSE, z)]:.2f}", f"{ms[('dense', None)] / ms[(kinds.ACT_SPARSE, z)]:.2f}",
              f"{ms[(best, None)] / ms[(kinds.ACT_SPARSE, z)]:.2f} ({best})"] for z in zeros]
     print(markdown_table(["input zeros", "actsparse ms", "x direct", "x best dense"], rows))
+    if args.weight_sparsity is not None:
+        print(f"\nweights pruned to {args.weight_sparsity:.2f}: CSR {ms[('csr pruned', None)]:.2f} ms (any input); "
+              "actsparse on them (their zeros multiplied): "
+              + ", ".join(f"zeros {z:.2f} {ms[('actsparse pruned', z)]:.2f} ms" for z in zeros))
 
 
 if __name__ == "__main__":
