@@ -65,7 +65,9 @@ ACT_ZEROS = (0.0, 0.5, 0.8, 0.95)
 
 def _layer(entry, weight, input_zeros: float | None = None):
     if entry[0] == "linear":
-        return linear_layer(entry[3], weight)
+        layer = linear_layer(entry[3], weight)
+        layer.input_zeros = None if input_zeros is None else (float(input_zeros), 0.0)
+        return layer
     cin, cout, k, stride, hw, groups = entry
     spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), (stride, stride), (k // 2,) * 4, (1, 1), groups)
     return conv_layer(spec, weight, input_zeros=input_zeros)
@@ -91,8 +93,8 @@ def measure_samples(target, quick: bool = False, min_repeat_ms: int = 20, progre
         for kind in [kinds.DENSE] if cuda else dense_candidates(dense_layer):
             samples.append((dense_layer, kind, timer.seconds(dense_layer, kind)))
         conv = entry[0] != "linear"
-        if conv and not cuda and entry[5] == 1 and entry not in WINOGRAD_LAYERS:
-            for zeros in ACT_ZEROS:  # dense weights, inputs with this many zeros
+        if not cuda and entry not in WINOGRAD_LAYERS and (entry[5] == 1 if conv else entry[3] == 1):
+            for zeros in ACT_ZEROS:  # dense weights, inputs with this many zeros (batch-1 linears)
                 layer = _layer(entry, w, zeros)
                 samples.append((layer, kinds.ACT_SPARSE, timer.seconds(layer, kinds.ACT_SPARSE)))
         if sparse_support(dense_layer) is not None or entry in WINOGRAD_LAYERS:

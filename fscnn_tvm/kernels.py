@@ -140,6 +140,19 @@ def _act_sparse_conv(layer: Layer, lanes: int) -> Kernel:
     return Kernel(func, [act_sparse_ops.pack_weight(layer.weight, layout), bias], key, "fscnn_actsparse_conv2d")
 
 
+def _act_sparse_linear(layer: Layer, lanes: int) -> Kernel:
+    batch, in_features = layer.in_shape
+    out_features = layer.out_shape[1]
+    has_residual = layer.residual is not None
+    func = act_sparse_ops.act_sparse_dense(batch, in_features, out_features, lanes, layer.act,
+                                           has_residual).with_attrs(
+        {KERNEL_ATTR: Compute.ACT_SPARSE_DENSE, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
+    bias = layer.bias if layer.bias is not None else np.zeros(out_features, "float32")
+    key = (Compute.ACT_SPARSE_DENSE, batch, in_features, out_features, lanes, layer.act, has_residual)
+    weight = np.ascontiguousarray(layer.weight.T, dtype=np.float32)
+    return Kernel(func, [weight, bias], key, "fscnn_actsparse_dense")
+
+
 def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
     """CUDA: one direct conv kernel for every kind (dense = BSR with all blocks), one linear.
 
@@ -194,8 +207,8 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict
         return _dense_conv(layer, lanes, knobs) if layer.op == "conv2d" else _dense_linear(layer, lanes)
     if parsed.family == "winograd" and layer.op == "conv2d":
         return _winograd_conv(layer, parsed.rows, lanes, knobs)
-    if parsed.family == "actsparse" and layer.op == "conv2d":
-        return _act_sparse_conv(layer, lanes)
+    if parsed.family == "actsparse":
+        return _act_sparse_conv(layer, lanes) if layer.op == "conv2d" else _act_sparse_linear(layer, lanes)
     if parsed.family == "csr" and layer.op == "linear":
         return _sparse_linear(layer, lanes)
     if parsed.sparse and layer.op == "conv2d":

@@ -84,6 +84,7 @@ class Compute:
     SPARSE_CONV2D = "sparse_conv2d"  # ops/sparse_conv2d.py, CSR/BSR direct conv
     SPARSE_DENSE = "sparse_dense"  # ops/sparse_dense.py, CSR linear
     ACT_SPARSE_CONV2D = "act_sparse_conv2d"  # ops/act_sparse_conv2d.py, skips the input's zeros
+    ACT_SPARSE_DENSE = "act_sparse_dense"  # ops/act_sparse_conv2d.py, linear: the rows of nonzero inputs
     CUDA_CONV2D = "cuda_conv2d"  # ops/cuda_conv2d.py, the one CUDA conv (dense = full BSR)
     CUDA_LINEAR = "cuda_linear"  # ops/cuda_linear.py
     MAX_POOL2D = "max_pool2d"  # nan_safe.legalize_max_pool2d, NaN-keeping window max (no kernel kind)

@@ -125,6 +125,9 @@ def weight_bytes(layer: Layer, kind: str, lanes: int, nnz: float | None = None) 
     values and indices; Winograd: the transformed weights)."""
     if layer.op == "linear":
         in_features, out_features = layer.in_shape[1], layer.out_shape[1]
+        if kind == kinds.ACT_SPARSE:  # the weight rows of the nonzero inputs, once per image
+            zeros = layer.input_zeros[0] if layer.input_zeros is not None else 0.0
+            return 4.0 * layer.in_shape[0] * in_features * (1.0 - zeros) * out_features
         if kind == "dense":
             block = x86_rules.linear_out_block(out_features, lanes)
             return 4.0 * in_features * -(-out_features // block) * block
@@ -166,6 +169,18 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
     if layer.op == "linear":
         batch, in_features = layer.in_shape
         out_features = layer.out_shape[1]
+        if kind == kinds.ACT_SPARSE:  # the weight rows of the nonzero inputs, once per image
+            zeros = layer.input_zeros[0] if layer.input_zeros is not None else 0.0
+            rows = batch * in_features * (1.0 - zeros)
+            f["linear.flop"] = 2.0 * rows * out_features
+            f["linear.byte"] = 4.0 * rows * out_features
+            f["act.compact"] = float(batch * in_features)
+            return f
+        if kind == kinds.ACT_SPARSE:  # the weight rows of the nonzero inputs, once per image
+            f["linear.flop"] = 0.5 * weight_bytes(layer, kind, lanes)
+            f["linear.byte"] = weight_bytes(layer, kind, lanes)
+            f["act.compact"] = float(batch * in_features)
+            return f
         if kind == "dense":
             block = x86_rules.linear_out_block(out_features, lanes)
             f["linear.flop"] = 2.0 * batch * in_features * -(-out_features // block) * block

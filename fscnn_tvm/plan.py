@@ -82,13 +82,11 @@ def winograd_support(layer: Layer, profile=None) -> str | None:
 
 def act_sparse_support(layer: Layer, profile=None) -> str | None:
     """Why ``layer`` cannot run the activation-sparse kernel, or ``None`` when it can."""
-    if layer.op != "conv2d":
-        return "linear"
     if layer.input_zeros is None:
         return "input zeros not calibrated"
     if profile is not None and profile.cuda:
         return "activation-sparse kernels are x86 only"
-    if layer.attrs["groups"] != 1:
+    if layer.op == "conv2d" and layer.attrs["groups"] != 1:
         return f"groups={layer.attrs['groups']}: the activation-sparse kernel needs groups=1"
     return None
 

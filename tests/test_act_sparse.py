@@ -91,6 +91,30 @@ def test_kernel_zero_channels_rows_and_pruned_weights():
     assert relative_error(out, ref) <= TOLERANCE
 
 
+@pytest.mark.parametrize("zeros", [0.0, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("batch,in_f,out_f,act,residual", [(1, 257, 100, "relu", False), (3, 64, 37, "none", True),
+                                                           (2, 515, 16, "relu6", False)])
+def test_linear_kernel_matches_numpy(batch, in_f, out_f, act, residual, zeros):
+    """The activation-sparse linear: rows of the nonzero inputs, four at a time and the rest
+    one by one, outputs not a multiple of the vector width."""
+    from fscnn_tvm.layer import linear_layer
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((out_f, in_f)).astype("float32")
+    layer = linear_layer(batch, w, act=act)
+    layer.bias = rng.standard_normal(out_f).astype("float32")
+    layer.residual = _RESIDUAL if residual else None
+    kernel = kernels.build_kernel(layer, kinds.ACT_SPARSE, TARGET)
+    lib = tvm.compile(tvm.IRModule({"main": schedule_func(kernel.func, TARGET)}), TARGET)
+    x = _input((batch, in_f), zeros)
+    res = rng.standard_normal((batch, out_f)).astype("float32") if residual else None
+    args = [x, *kernel.constants] + ([res] if residual else []) + [np.zeros((batch, out_f), "float32")]
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    lib(*tensors)
+    ref = torch.from_numpy(x @ w.T + layer.bias + (res if residual else 0))
+    assert relative_error(tensors[-1].numpy(), ACT[act](ref).numpy()) <= TOLERANCE
+
+
 def test_layout_rule_reads_the_target():
     spec = Conv2dSpec(1, 512, 28, 28, 512, (3, 3), (1, 1), (1, 1, 1, 1))
     wide, narrow = x86_rules.act_sparse_layout(spec, 16), x86_rules.act_sparse_layout(spec, 8)
@@ -164,7 +188,7 @@ def test_model_calibrated_sparse_stays_exact_on_dense_inputs():
     data = 0.01 * np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype("float32")
     compiled = fscnn_tvm.compile(net, (1, 3, 16, 16), calibration_data=data, profile=_act_cheap_profile())
     chosen = [row.kernel for row in compiled.plan]
-    assert chosen.count(kinds.ACT_SPARSE) == 4, chosen  # every conv (the linear has none)
+    assert chosen.count(kinds.ACT_SPARSE) == 5, chosen  # every conv and the linear
     strong = 10 * np.random.default_rng(9).standard_normal((1, 3, 16, 16)).astype("float32")
     calibrated, run = _zeros_by_torch(net, [data[:1]]), _zeros_by_torch(net, [strong])
     assert all(r < c - 0.2 for r, c in zip(run[1:], calibrated[1:])), (run, calibrated)

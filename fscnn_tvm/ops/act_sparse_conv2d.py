@@ -22,7 +22,7 @@ slower, never wrong. Two stages in one PrimFunc:
    to its end marker (a ``while`` loop): LLVM unrolls a counted loop by two and adds a remainder
    loop, whose branch is a coin toss on lists of random length (80% zeros: 8.0 -> 7.1 ms).
 
-The epilogue writes NCHW with bias, residual and activation. Arguments in call order: ``data
+The epilogue writes NCHW with bias, residual and activation. Linear layers: :func:`act_sparse_dense`. Arguments in call order: ``data
 [N, C, H, W]``, ``weight`` (flat ``[OB, KH, KW, C, oc_block]``, :func:`pack_weight`; channels past
 ``OC`` zero), ``bias [OC]``, (``residual [N, OC, OH, OW]``), output ``[N, OC, OH, OW]``. Groups
 must be 1. Plain TIR: scheduled by construction.
@@ -209,3 +209,70 @@ def act_sparse_conv2d(layout: ActSparseLayout, act: str = "none", has_residual: 
     if layout.oc_block % layout.lanes:
         raise ValueError(f"act_sparse_conv2d: oc_block {layout.oc_block} is not a multiple of {layout.lanes} lanes")
     return tvm.script.from_source(act_sparse_conv2d_script(layout, act, has_residual))
+
+
+ROWS = 4  # weight rows of the activation-sparse linear streamed at once
+
+
+def act_sparse_dense_script(batch: int, in_features: int, out_features: int, lanes: int, act: str = "none",
+                            has_residual: bool = False) -> str:
+    """The activation-sparse linear layer: per image, the list of its nonzero input features
+    (branch-free), then for each one its row of the transposed weight ``[I, O]`` streamed once
+    into the outputs, :data:`ROWS` rows side by side. A batch-1 linear layer streams its weights
+    from DRAM (larger than the caches, read once); this one reads only the rows its nonzero inputs
+    select (25088->4096 with 84% zeros: 2.4 ms against the dense kernel's 11.5; one row at a time
+    5.3 ms, the hardware prefetcher losing the stream at every skipped row).
+
+    Arguments: ``data [N, I]``, ``weight [I, O]`` (the layer's weight transposed), ``bias [O]``,
+    (``residual [N, O]``), output ``[N, O]``."""
+    n, i, o = batch, in_features, out_features
+    full = o // lanes * lanes
+    res_arg = f'residual: T.Buffer(({n}, {o}), "float32"), ' if has_residual else ""
+    res_term = " + residual[b, q]" if has_residual else ""
+    result = _ACT[act].format(v=f"acc[q]{res_term}")
+    tail = f"""
+            for q in range({full}, {o}):
+                acc[q] = acc[q] + data[b, index[k]] * weight[index[k], q]""" if full < o else ""
+    # ROWS weight rows streamed side by side: one row at a time, the hardware prefetcher loses
+    # the stream at every skipped row
+    rows_sum = " + ".join(f"data[b, index[kk * {ROWS} + {r}]] * weight[index[kk * {ROWS} + {r}], qo * {lanes} + v]"
+                          for r in range(ROWS))
+    tail_rows = f"""
+            for q in range({full}, {o}):
+                acc[q] = acc[q] + """ + " + ".join(f"data[b, index[kk * {ROWS} + {r}]] * weight[index[kk * {ROWS} + {r}], q]"
+                                                   for r in range(ROWS)) if full < o else ""
+    return f"""
+# from tvm.script import tirx as T
+@T.prim_func
+def main(data: T.Buffer(({n}, {i}), "float32"), weight: T.Buffer(({i}, {o}), "float32"), bias: T.Buffer(({o},), "float32"), {res_arg}out: T.Buffer(({n}, {o}), "float32")):
+    T.func_attr({{"tirx.noalias": True}})
+    index = T.decl_buffer(({i},), "int32", scope="global")
+    acc = T.decl_buffer(({o},), "float32", scope="global")
+    for b in range({n}):
+        count = T.decl_buffer((1,), "int32", scope="global")
+        count[0] = 0
+        for c in range({i}):
+            index[count[0]] = c
+            count[0] = count[0] + T.Cast("int32", data[b, c] != T.float32(0))
+        for q in range({o}):
+            acc[q] = bias[q]
+        for kk in range(count[0] // {ROWS}):
+            for qo in range({full // lanes}):
+                for v in T.vectorized({lanes}):
+                    acc[qo * {lanes} + v] = acc[qo * {lanes} + v] + {rows_sum}{tail_rows}
+        for k in range(count[0] // {ROWS} * {ROWS}, count[0]):
+            for qo in range({full // lanes}):
+                for v in T.vectorized({lanes}):
+                    acc[qo * {lanes} + v] = acc[qo * {lanes} + v] + data[b, index[k]] * weight[index[k], qo * {lanes} + v]{tail}
+        for q in range({o}):
+            out[b, q] = {result}
+"""
+
+
+def act_sparse_dense(batch: int, in_features: int, out_features: int, lanes: int, act: str = "none",
+                     has_residual: bool = False) -> tvm.tirx.PrimFunc:
+    """The activation-sparse linear PrimFunc (plain TIR, scheduled by construction)."""
+    if act not in _ACT:
+        raise ValueError(f"act_sparse_dense: unknown activation {act!r}")
+    return tvm.script.from_source(act_sparse_dense_script(batch, in_features, out_features, lanes, act,
+                                                          has_residual))
