@@ -222,8 +222,9 @@ def _with_act_sparse(layer: Layer, profile, choice: Choice) -> Choice:
 
 
 def _choose(layer: Layer, profile, use_winograd: bool, allow_sparse: bool) -> Choice:
-    options = [k for k in candidates(layer, profile, use_winograd) if k != kinds.ACT_SPARSE]
-    times = {k: perf_model.predict(layer, k, profile) for k in candidates(layer, profile, use_winograd)}
+    every = candidates(layer, profile, use_winograd)
+    times = {k: perf_model.predict(layer, k, profile) for k in every}  # actsparse too: _with_act_sparse
+    options = [k for k in every if k != kinds.ACT_SPARSE]
     best_dense, dense_reason = _dense_choice(options, times)
     sparse_kinds = [k for k in options if kinds.is_sparse(k)]
     if not sparse_kinds or not allow_sparse:
