@@ -65,9 +65,7 @@ ACT_ZEROS = (0.0, 0.5, 0.8, 0.95)
 
 def _layer(entry, weight, input_zeros: float | None = None):
     if entry[0] == "linear":
-        layer = linear_layer(entry[3], weight)
-        layer.input_zeros = None if input_zeros is None else (float(input_zeros), 0.0)
-        return layer
+        return linear_layer(entry[3], weight, input_zeros=input_zeros)
     cin, cout, k, stride, hw, groups = entry
     spec = Conv2dSpec(1, cin, hw, hw, cout, (k, k), (stride, stride), (k // 2,) * 4, (1, 1), groups)
     return conv_layer(spec, weight, input_zeros=input_zeros)

@@ -109,7 +109,7 @@ def _sparse_conv(layer: Layer, block_rows: int, lanes: int, knobs: dict | None =
     func = sparse_conv_ops.sparse_conv2d(layout, layer.act, has_residual).with_attrs(
         {KERNEL_ATTR: Compute.SPARSE_CONV2D, "fscnn.lanes": lanes, "op_pattern": OPAQUE})
     indptr, cols, values = sparse.chunked(layout.by_shift(layer.weight), layout.chunks, block_rows)
-    bias = layer.bias if layer.bias is not None else np.zeros(spec.out_channels, "float32")
+    bias = layer.bias_or_zeros()
     constants = [indptr, layout.offsets(cols), values.reshape(-1), bias]
     key = (Compute.SPARSE_CONV2D, layout, layer.act, has_residual)
     return Kernel(func, constants, key, "fscnn_csr_conv2d" if block_rows == 1 else f"fscnn_bsr{block_rows}_conv2d")
@@ -124,7 +124,7 @@ def _sparse_linear(layer: Layer, lanes: int) -> Kernel:
         {KERNEL_ATTR: Compute.SPARSE_DENSE, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
     fmt = sparse.csr_from_dense(layer.weight)
     cols = fmt.cols.astype(sparse_dense_ops.index_dtype(in_features))
-    bias = layer.bias if layer.bias is not None else np.zeros(out_features, "float32")
+    bias = layer.bias_or_zeros()
     key = (Compute.SPARSE_DENSE, batch, in_features, out_features, lanes, layer.act, has_residual)
     return Kernel(func, [fmt.indptr, cols, fmt.values, bias], key, "fscnn_csr_dense")
 
@@ -135,7 +135,7 @@ def _act_sparse_conv(layer: Layer, lanes: int) -> Kernel:
     has_residual = layer.residual is not None
     func = act_sparse_ops.act_sparse_conv2d(layout, layer.act, has_residual).with_attrs(
         {KERNEL_ATTR: Compute.ACT_SPARSE_CONV2D, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
-    bias = layer.bias if layer.bias is not None else np.zeros(spec.out_channels, "float32")
+    bias = layer.bias_or_zeros()
     key = (Compute.ACT_SPARSE_CONV2D, layout, layer.act, has_residual)
     return Kernel(func, [act_sparse_ops.pack_weight(layer.weight, layout), bias], key, "fscnn_actsparse_conv2d")
 
@@ -147,7 +147,7 @@ def _act_sparse_linear(layer: Layer, lanes: int) -> Kernel:
     func = act_sparse_ops.act_sparse_dense(batch, in_features, out_features, lanes, layer.act,
                                            has_residual).with_attrs(
         {KERNEL_ATTR: Compute.ACT_SPARSE_DENSE, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
-    bias = layer.bias if layer.bias is not None else np.zeros(out_features, "float32")
+    bias = layer.bias_or_zeros()
     key = (Compute.ACT_SPARSE_DENSE, batch, in_features, out_features, lanes, layer.act, has_residual)
     weight = np.ascontiguousarray(layer.weight.T, dtype=np.float32)
     return Kernel(func, [weight, bias], key, "fscnn_actsparse_dense")
@@ -163,7 +163,7 @@ def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
 
     has_residual = layer.residual is not None
     attrs = {"op_pattern": OPAQUE, "tirx.is_scheduled": True}
-    bias = layer.bias if layer.bias is not None else np.zeros(layer.out_shape[1], "float32")
+    bias = layer.bias_or_zeros()
     if layer.op == "linear":
         batch, in_features = layer.in_shape
         out_features = layer.out_shape[1]

@@ -43,6 +43,10 @@ class Layer:
         """The layer's output shape in the graph (what its epilogue ops must have)."""
         return self.graph_shape or self.out_shape
 
+    def bias_or_zeros(self) -> np.ndarray:
+        """The bias, or zeros for a layer without one (kernels that always add a bias)."""
+        return self.bias if self.bias is not None else np.zeros(self.out_shape[1], "float32")
+
     @property
     def density(self) -> float:
         return float(np.count_nonzero(self.weight)) / max(self.weight.size, 1)
@@ -75,8 +79,11 @@ def conv_layer(spec: Conv2dSpec, weight: np.ndarray, act: str = "relu", name: st
                  input_zeros=None if input_zeros is None else (float(input_zeros), 0.0))
 
 
-def linear_layer(batch: int, weight: np.ndarray, act: str = "none", name: str = "") -> Layer:
-    """A linear layer (``weight [out, in]``) without a graph around it."""
+def linear_layer(batch: int, weight: np.ndarray, act: str = "none", name: str = "",
+                 input_zeros: float | None = None) -> Layer:
+    """A linear layer (``weight [out, in]``) without a graph around it (``input_zeros``: a
+    calibrated input zero fraction)."""
     out_features, in_features = weight.shape
     return Layer(0, "linear", None, None, [], None, weight, (batch, in_features),
-                 (batch, out_features), {}, bias=np.zeros(out_features, "float32"), act=act, name=name)
+                 (batch, out_features), {}, bias=np.zeros(out_features, "float32"), act=act, name=name,
+                 input_zeros=None if input_zeros is None else (float(input_zeros), 0.0))

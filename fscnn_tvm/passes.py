@@ -104,7 +104,7 @@ def _fold_affine(layer: Layer, op, const: np.ndarray, const_first: bool) -> bool
     vec = _as_channel_vector(const, layer.out_shape[1], layer.op)
     if vec is None or (const_first and op in (SUBTRACT, DIVIDE)):
         return False
-    bias = layer.bias if layer.bias is not None else np.zeros(layer.out_shape[1], "float32")
+    bias = layer.bias_or_zeros()
     if op in (ADD, SUBTRACT):
         layer.bias = bias + vec if op == ADD else bias - vec
         return True

@@ -177,8 +177,8 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
             f["act.compact"] = float(batch * in_features)
             return f
         if kind == kinds.ACT_SPARSE:  # the weight rows of the nonzero inputs, once per image
-            f["linear.flop"] = 0.5 * weight_bytes(layer, kind, lanes)
             f["linear.byte"] = weight_bytes(layer, kind, lanes)
+            f["linear.flop"] = 0.5 * f["linear.byte"]  # one FMA per 4-byte weight
             f["act.compact"] = float(batch * in_features)
             return f
         if kind == "dense":
