@@ -271,3 +271,9 @@ def test_trained_like_profile_matches_published_zeros():
     assert models.is_spec("resnet50@0.9+trained") and not models.is_spec("resnet50+trainedx")
     with pytest.raises(ValueError, match="no trained-like activation profile"):
         models.from_spec("alexnet+trained")
+
+
+def test_calibration_data_on_a_gpu_target_is_refused_before_the_import():
+    with pytest.raises(ValueError, match="calibration data: activation-sparse kernels are x86 only, the target is cuda"):
+        fscnn_tvm.plan_model(_relu_net(), (1, 3, 16, 16), target="cuda",
+                             calibration_data=np.zeros((1, 3, 16, 16), "float32"))
