@@ -51,9 +51,12 @@ def _attach_meta(mod: tvm.IRModule, meta: dict) -> tvm.IRModule:
 class CompiledModel(Runner):
     """A model compiled for one target: call it, read ``.plan``, or ``export_library(path)``."""
 
-    def __init__(self, executable, target: tvm.target.Target, source: str, meta: dict):
+    def __init__(self, executable, target: tvm.target.Target, source: str, meta: dict,
+                 call_order: list[int] | None = None):
         super().__init__(executable, "cuda" if target.kind.name == "cuda" else "cpu", source, meta)
         self.target = target
+        # The plan row of each layer kernel call, in the order a run makes them (passes.apply_plan)
+        self.call_order = call_order
         self.verification = None  # a verify.Verification when compiled with verify=True
 
     def device_source(self) -> str:
@@ -101,7 +104,7 @@ def build_planned(planned, tuned=None) -> CompiledModel:
     progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
                     file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))
     built = [_kernel(layer, row.kernel, tgt, tuned) for layer, row in progress]
-    mod = passes.apply_plan(imported.mod, layers, built)
+    mod, call_order = passes.apply_plan(imported.mod, layers, built)
     mod = nan_safe(mod)  # the ops TVM lowers itself propagate NaN as in PyTorch
     mod = _legalize(mod, tgt)
     from .schedules import schedule_module  # noqa: PLC0415 - heavy, only needed here
@@ -115,4 +118,4 @@ def build_planned(planned, tuned=None) -> CompiledModel:
                                                for _, f in mod.functions_items()), tgt)
     with tvm.transform.PassContext(opt_level=3):
         executable = fast_math.compile(mod, tgt)  # float32 exp on a vector polynomial
-    return CompiledModel(executable, tgt, imported.source, meta)
+    return CompiledModel(executable, tgt, imported.source, meta, call_order)

@@ -72,9 +72,11 @@ def samples(data, input_shape: tuple[int, ...]) -> list[np.ndarray]:
     return [np.ascontiguousarray(arr[i:i + batch]) for i in range(0, arr.shape[0], batch)]
 
 
-def zero_fractions(compiled, runs: list[np.ndarray], layers: int) -> list[tuple[float, float]]:
+def zero_fractions(compiled, runs: list[np.ndarray], layers: int) -> list[tuple[float, float] | None]:
     """(mean, standard deviation over the runs) of the zero fraction of each of the ``layers``
-    kernel calls' first argument (the layer input), in graph order, running ``compiled``."""
+    layers' input (a kernel call's first argument), running ``compiled``; ``None`` for a layer
+    without a kernel of ours. Calls are matched to layers by ``compiled.call_order`` (a run makes
+    them in dataflow order, not the plan's)."""
     from tvm.relax import VMInstrumentReturnKind  # noqa: PLC0415 - TVM, only when calibrating
 
     seen: list[float] = []
@@ -85,6 +87,7 @@ def zero_fractions(compiled, runs: list[np.ndarray], layers: int) -> list[tuple[
             seen.append(float(np.count_nonzero(x == 0)) / max(x.size, 1))
         return VMInstrumentReturnKind.NO_OP
 
+    order = compiled.call_order
     vm = compiled._machine()
     per_run = []
     vm.set_instrument(instrument)
@@ -92,10 +95,14 @@ def zero_fractions(compiled, runs: list[np.ndarray], layers: int) -> list[tuple[
         for x in runs:
             seen.clear()
             compiled(x)
-            if len(seen) != layers:
-                raise RuntimeError(f"internal: calibration saw {len(seen)} layer kernel calls, the plan has {layers}")
+            if len(seen) != len(order):
+                raise RuntimeError(f"internal: calibration saw {len(seen)} layer kernel calls, the "
+                                   f"model has {len(order)}")
             per_run.append(list(seen))
     finally:
         vm.set_instrument(lambda *a: VMInstrumentReturnKind.NO_OP)
-    table = np.array(per_run)
-    return [(float(m), float(s)) for m, s in zip(table.mean(axis=0), table.std(axis=0))]
+    table = np.array(per_run).reshape(len(runs), len(order))
+    found: list[tuple[float, float] | None] = [None] * layers
+    for call, index in enumerate(order):
+        found[index] = (float(table[:, call].mean()), float(table[:, call].std()))
+    return found

@@ -280,13 +280,15 @@ def find_layers(mod: tvm.IRModule, names: list[str] | None = None) -> list[Layer
 class _ReplaceLayers(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.replacements: dict = {}  # tail var -> (GlobalVar, args, Layer, kernels.Kernel)
+        self.replacements: dict = {}  # tail var -> (GlobalVar, args, Layer, kernels.Kernel, index)
         self.absorbed: set = set()
+        self.order: list[int] = []  # the layer index of each kernel call, in emission order
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         var = binding.var
         if var in self.replacements:
-            gv, args, layer, kernel = self.replacements[var]
+            gv, args, layer, kernel, index = self.replacements[var]
+            self.order.append(index)
             args = [self.visit_expr(a) for a in args]
             emit = self.builder_.emit if isinstance(var, relax.DataflowVar) else self.builder_.emit_output
             in_shape, out_shape = kernel.shapes(layer)
@@ -308,8 +310,11 @@ class _ReplaceLayers(relax.PyExprMutator):
             super().visit_var_binding_(binding)
 
 
-def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tvm.IRModule:
-    """Replace each layer whose plan entry has a kernel by a ``call_tir`` to it.
+def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tuple[tvm.IRModule, list[int]]:
+    """Replace each layer whose plan entry has a kernel by a ``call_tir`` to it. Returns the
+    module and the index in ``layers`` of each kernel call in the order the model makes them:
+    not the layers' order where a residual's producer must run first (ResNet's downsample
+    runs after its block's second conv, before the third that adds it).
 
     ``kernels[i]`` is a ``kernels.Kernel`` (PrimFunc plus its constant arguments) for
     ``layers[i]``, or ``None`` to leave that layer to TVM's legalisation. The PrimFuncs go in as
@@ -318,7 +323,7 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tvm.IRM
     """
     mutator = _ReplaceLayers(mod)
     funcs: dict = {}  # kernel key -> GlobalVar, so identical layer shapes share one PrimFunc
-    for layer, kernel in zip(layers, kernels):
+    for index, (layer, kernel) in enumerate(zip(layers, kernels)):
         if kernel is None:
             continue
         gv = funcs.get(kernel.key)
@@ -331,7 +336,7 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tvm.IRM
             args.append(layer.residual)
         if layer.tail in mutator.replacements:
             raise RuntimeError(f"internal: {layer.name} ends where another layer ends")
-        mutator.replacements[layer.tail] = (gv, args, layer, kernel)
+        mutator.replacements[layer.tail] = (gv, args, layer, kernel, index)
         mutator.absorbed.update(layer.absorbed)
     main_gv = mutator.builder_.get().get_global_var("main")
     mutator.builder_.update_func(main_gv, mutator.visit_expr(mod["main"]))
@@ -340,7 +345,7 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tvm.IRM
     if emitted != len(mutator.replacements):
         raise RuntimeError(f"internal: {len(mutator.replacements)} layers planned, {emitted} "
                            "kernel calls emitted")
-    return out
+    return out, mutator.order
 
 
 def _count_calls(func: relax.Function, gvs: set) -> int:

@@ -141,30 +141,71 @@ def _relu_net(shift: float = -0.4):
     return net.eval()
 
 
-def _zeros_by_torch(net, runs) -> list[float]:
-    """Each conv/linear's input zero fraction by torch hooks, averaged over ``runs``."""
-    per = []
-    hooks = [m.register_forward_pre_hook(lambda m, a: per.append(float((a[0] == 0).float().mean())))
-             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+def _zeros_by_torch(net, runs) -> dict[str, float]:
+    """Each conv/linear's input zero fraction by torch hooks (by module name), averaged over ``runs``."""
+    per: dict[str, list] = {}
+    hooks = [m.register_forward_pre_hook(
+        lambda m, a, name=name: per.setdefault(name, []).append(float((a[0] == 0).float().mean())))
+        for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
         for x in runs:
             net(torch.from_numpy(x))
     for h in hooks:
         h.remove()
-    return list(np.array(per).reshape(len(runs), -1).mean(axis=0))
+    return {name: float(np.mean(v)) for name, v in per.items()}
+
+
+class _Block(nn.Module):
+    """A residual block written as ResNet's: the shortcut conv comes first in the graph, but the
+    model runs it after the block's convs (just before the add it feeds), so the layers are
+    called in another order than the plan lists them."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, 24, 3, padding=1)
+        self.conv2 = nn.Conv2d(24, 32, 3, padding=1)
+        self.downsample = nn.Sequential(nn.Conv2d(cin, 32, 1), nn.BatchNorm2d(32))
+
+    def forward(self, x):
+        identity = self.downsample(x)
+        y = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return torch.relu(y + identity)
+
+
+def _residual_net():
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), _Block(16), _Block(32))
+    randomize_(net, seed=5)
+    with torch.no_grad():  # every layer's input a different zero fraction
+        for i, m in enumerate(m for m in net.modules() if isinstance(m, nn.Conv2d)):
+            m.bias -= 0.1 * i
+    return net.eval()
 
 
 def test_calibration_measures_each_layers_input_zeros():
     net = _relu_net()
     data = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype("float32")
     planned = fscnn_tvm.plan_model(net, (1, 3, 16, 16), calibration_data=data)
-    expected = _zeros_by_torch(net, [data[i:i + 1] for i in range(3)])
+    by_name = _zeros_by_torch(net, [data[i:i + 1] for i in range(3)])
     got = [row.input_zeros for row in planned.plan]
+    expected = [by_name[row.name] for row in planned.plan]
     assert got[0] == 0.0 and max(got) > 0.6  # the image has no zeros; the shifted ReLUs many
     assert np.allclose(got, expected, atol=1e-3), (got, expected)
     assert all(row.input_zeros_spread is not None for row in planned.plan)
     table = plan.format_plan(planned.plan)
     assert "in.zeros" in table and "not calibrated" not in table
+
+
+def test_calibration_matches_calls_to_layers_in_a_residual_net():
+    """The shortcut conv is listed before the block's convs but runs after them: each layer still
+    gets its own input's zeros (they were shifted by one in such nets before)."""
+    net = _residual_net()
+    data = np.random.default_rng(1).standard_normal((2, 3, 12, 12)).astype("float32")
+    planned = fscnn_tvm.plan_model(net, (1, 3, 12, 12), calibration_data=data)
+    by_name = _zeros_by_torch(net, [data[i:i + 1] for i in range(2)])
+    assert len(set(np.round(list(by_name.values()), 2))) >= 4  # distinct enough to tell apart
+    assert sorted(row.name for row in planned.plan) == sorted(by_name)
+    for row in planned.plan:
+        assert abs(row.input_zeros - by_name[row.name]) < 1e-3, (row.name, row.input_zeros, by_name)
 
 
 def test_without_calibration_the_plan_says_so():
@@ -191,7 +232,8 @@ def test_model_calibrated_sparse_stays_exact_on_dense_inputs():
     assert chosen.count(kinds.ACT_SPARSE) == 5, chosen  # every conv and the linear
     strong = 10 * np.random.default_rng(9).standard_normal((1, 3, 16, 16)).astype("float32")
     calibrated, run = _zeros_by_torch(net, [data[:1]]), _zeros_by_torch(net, [strong])
-    assert all(r < c - 0.2 for r, c in zip(run[1:], calibrated[1:])), (run, calibrated)
+    denser = [run[name] < calibrated[name] - 0.2 for name in calibrated if name != "0"]  # "0": the image
+    assert len(denser) == 4 and all(denser), (run, calibrated)
     for x in (data[:1], strong):
         assert relative_error(compiled(x), torch_reference(net, x)) <= TOLERANCE
 
@@ -264,8 +306,7 @@ def test_prediction_falls_with_input_zeros_and_break_even():
 def test_trained_like_profile_matches_published_zeros():
     model = models.from_spec("vgg16+trained")
     runs = [models.sample_inputs()]  # the images the profile was fitted on, as one batch
-    got = dict(zip([n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))],
-                   _zeros_by_torch(model, runs)))
+    got = _zeros_by_torch(model, runs)
     for name, zeros in models.VGG16_INPUT_ZEROS.items():
         assert abs(got[name] - zeros) < 0.01, (name, got[name], zeros)
     assert models.is_spec("resnet50@0.9+trained") and not models.is_spec("resnet50+trainedx")
