@@ -62,7 +62,7 @@ COEFFICIENTS = (
     "csr_linear.nnz", "csr_linear.nnz_l2", "csr_linear.row",
     # the activation-sparse conv: FLOPs on the input's nonzeros, list walks (and the mispredicted
     # exits of random-length ones), compaction per input element, partial-sum tile vectors
-    "act.flop", "act.list", "act.list_random", "act.compact", "act.tile",
+    "act.flop", "act.flop_1x1", "act.list", "act.list_random", "act.compact", "act.tile",
 )
 # The terms that are weight traffic from DRAM: where they are most of a prediction, the layer is
 # "DRAM bound" and the plan's reason says so.
@@ -275,7 +275,11 @@ def act_sparse_features(spec, lanes: int, density: float) -> dict[str, float]:
     lists = walks * lay.span
     # lists of random length end in a mispredicted branch; all full or all empty ones do not
     random = 1.0 - density ** lay.chunk - (1.0 - density) ** lay.chunk
-    return {"act.flop": 2.0 * lay.oc_block * taps * entries,
+    # A 1x1's nonzero feeds one tap (vectors FMAs per list entry, over ``unroll`` accumulator
+    # sets): its FMAs run at their own rate, ~1.4-2x the cost of a 3x3's (ResNet-50's 1x1s at
+    # 7x7 and 14x14, measured in the model, RESULTS.md issue 16)
+    flop = "act.flop_1x1" if spec.kernel == (1, 1) else "act.flop"
+    return {flop: 2.0 * lay.oc_block * taps * entries,
             "act.list": lists, "act.list_random": lists * random,
             "act.compact": float(spec.batch * lay.hp * lay.wx * spec.in_channels),
             "act.tile": walks * lay.tile * lay.vectors,

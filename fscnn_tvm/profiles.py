@@ -68,7 +68,7 @@ BUILTIN = {
     "sparse.byte": 1 / 85e9, "csr.flop_strided": 1 / 400e9,
     "conv.dram_byte": 1 / 100e9, "l3_byte": 1 / 150e9, "dram_byte": 1 / 30e9,
     "linear.flop": 1 / 2000e9, "linear.byte": 1 / 30e9,
-    "act.flop": 1 / 143e9, "act.list": 0.5e-9, "act.list_random": 3.6e-9, "act.compact": 2.6e-9, "act.tile": 0.5e-9,
+    "act.flop": 1 / 143e9, "act.flop_1x1": 1 / 90e9, "act.list": 0.5e-9, "act.list_random": 3.6e-9, "act.compact": 2.6e-9, "act.tile": 0.5e-9,
     "csr_linear.nnz": 0.3e-9, "csr_linear.nnz_l2": 0.5e-9, "csr_linear.row": 5e-9,
 }
 # CUDA: not measured on a GPU yet (no GPU was available to calibrate); rates of the order an
