@@ -25,13 +25,7 @@ def schedule_per_tile(sch, columns: int, lanes: int):
     """The replaced schedule: the epilogue at each (pixel block, channel block) tile."""
     from fscnn_tvm.schedules.x86 import conv2d  # noqa: PLC0415
 
-    conv = sch.get_sblock("conv")
-    n, cb, o, p, rc = sch.get_loops(conv)
-    po, pv, pi = sch.split(p, [None, columns // lanes, lanes])
-    sch.reorder(n, po, cb, rc, o, pv, pi)
-    sch.vectorize(pi)
-    sch.unroll(pv)
-    sch.unroll(o)
+    conv, n, po, cb, rc = conv2d.pointwise_tiles(sch, columns, lanes)
     outer = sch.fuse(n, po, cb)
     sch.parallel(outer)
     conv2d._finish_tile(sch, conv, outer, rc)

@@ -170,13 +170,6 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
         batch, in_features = layer.in_shape
         out_features = layer.out_shape[1]
         if kind == kinds.ACT_SPARSE:  # the weight rows of the nonzero inputs, once per image
-            zeros = layer.input_zeros[0] if layer.input_zeros is not None else 0.0
-            rows = batch * in_features * (1.0 - zeros)
-            f["linear.flop"] = 2.0 * rows * out_features
-            f["linear.byte"] = 4.0 * rows * out_features
-            f["act.compact"] = float(batch * in_features)
-            return f
-        if kind == kinds.ACT_SPARSE:  # the weight rows of the nonzero inputs, once per image
             f["linear.byte"] = weight_bytes(layer, kind, lanes)
             f["linear.flop"] = 0.5 * f["linear.byte"]  # one FMA per 4-byte weight
             f["act.compact"] = float(batch * in_features)

@@ -230,17 +230,19 @@ def act_sparse_dense_script(batch: int, in_features: int, out_features: int, lan
     res_arg = f'residual: T.Buffer(({n}, {o}), "float32"), ' if has_residual else ""
     res_term = " + residual[b, q]" if has_residual else ""
     result = _ACT[act].format(v=f"acc[q]{res_term}")
-    tail = f"""
+
+    def terms(entries: list[str], q: str) -> str:
+        """The products of the weight rows at list ``entries`` with their inputs, output ``q``."""
+        return " + ".join(f"data[b, index[{e}]] * weight[index[{e}], {q}]" for e in entries)
+
+    def tail(entries: list[str]) -> str:  # the outputs past the last whole vector
+        return f"""
             for q in range({full}, {o}):
-                acc[q] = acc[q] + data[b, index[k]] * weight[index[k], q]""" if full < o else ""
-    # ROWS weight rows streamed side by side: one row at a time, the hardware prefetcher loses
-    # the stream at every skipped row
-    rows_sum = " + ".join(f"data[b, index[kk * {ROWS} + {r}]] * weight[index[kk * {ROWS} + {r}], qo * {lanes} + v]"
-                          for r in range(ROWS))
-    tail_rows = f"""
-            for q in range({full}, {o}):
-                acc[q] = acc[q] + """ + " + ".join(f"data[b, index[kk * {ROWS} + {r}]] * weight[index[kk * {ROWS} + {r}], q]"
-                                                   for r in range(ROWS)) if full < o else ""
+                acc[q] = acc[q] + {terms(entries, "q")}""" if full < o else ""
+
+    four = [f"kk * {ROWS} + {r}" for r in range(ROWS)]  # ROWS rows side by side (see the docstring)
+    rows_sum, tail_rows = terms(four, f"qo * {lanes} + v"), tail(four)
+    one, tail_one = terms(["k"], f"qo * {lanes} + v"), tail(["k"])  # the last count % ROWS rows
     return f"""
 # from tvm.script import tirx as T
 @T.prim_func
@@ -263,7 +265,7 @@ def main(data: T.Buffer(({n}, {i}), "float32"), weight: T.Buffer(({i}, {o}), "fl
         for k in range(count[0] // {ROWS} * {ROWS}, count[0]):
             for qo in range({full // lanes}):
                 for v in T.vectorized({lanes}):
-                    acc[qo * {lanes} + v] = acc[qo * {lanes} + v] + data[b, index[k]] * weight[index[k], qo * {lanes} + v]{tail}
+                    acc[qo * {lanes} + v] = acc[qo * {lanes} + v] + {one}{tail_one}
         for q in range({o}):
             out[b, q] = {result}
 """

@@ -115,6 +115,20 @@ def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Sch
     return sch
 
 
+def pointwise_tiles(sch: s_tir.Schedule, columns: int, lanes: int):
+    """The pointwise GEMM's loop nest: (image, pixel block, channel block, reduction) outside
+    the register tile (``oc_tile`` channels unrolled x ``columns`` pixels in vectors). Returns
+    ``(conv block, n, po, cb, rc)``."""
+    conv = sch.get_sblock("conv")
+    n, cb, o, p, rc = sch.get_loops(conv)
+    po, pv, pi = sch.split(p, [None, columns // lanes, lanes])
+    sch.reorder(n, po, cb, rc, o, pv, pi)
+    sch.vectorize(pi)
+    sch.unroll(pv)
+    sch.unroll(o)
+    return conv, n, po, cb, rc
+
+
 def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.Schedule:
     """Tiles of ``oc_tile`` channels x ``columns`` pixels, pixel-block outer: the weights (small
     beside the map on the layers this runs) are re-read per pixel block, the map once (measured:
@@ -123,13 +137,7 @@ def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.S
     not after each tile: on a Zen 5 core 1.0-1.35x faster on every ResNet-50 and MobileNetV2
     pointwise layer (64->256@56 + residual 1.08 -> 0.82 ms, 16->96@112 1.14 -> 0.86, 512->128@28
     a tie; RESULTS.md, issue 15)."""
-    conv = sch.get_sblock("conv")
-    n, cb, o, p, rc = sch.get_loops(conv)
-    po, pv, pi = sch.split(p, [None, columns // lanes, lanes])
-    sch.reorder(n, po, cb, rc, o, pv, pi)
-    sch.vectorize(pi)
-    sch.unroll(pv)
-    sch.unroll(o)
+    conv, n, po, cb, rc = pointwise_tiles(sch, columns, lanes)
     outer = sch.fuse(n, po)
     sch.parallel(outer)
     sch.reverse_compute_at(sch.get_sblock("out"), outer)
