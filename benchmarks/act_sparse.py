@@ -28,7 +28,7 @@ def main() -> None:
     import torch  # noqa: PLC0415
     import tvm  # noqa: PLC0415
 
-    from fscnn_tvm import kinds, plan, sparse, targets  # noqa: PLC0415
+    from fscnn_tvm import kinds, perf_model, plan, profiles, sparse, targets  # noqa: PLC0415
     from fscnn_tvm.layer import conv_layer  # noqa: PLC0415
     from fscnn_tvm.measure import compiled_kernel  # noqa: PLC0415
     from fscnn_tvm.ops.conv2d import Conv2dSpec  # noqa: PLC0415
@@ -41,6 +41,17 @@ def main() -> None:
     layer = conv_layer(spec, w, act="none")
     dense_kinds = plan.dense_candidates(layer)
     libs = {kind: compiled_kernel(layer, kind, target)[:2] for kind in dense_kinds + [kinds.ACT_SPARSE]}
+    # The kernel as a plan builds it: the input's nonzeros counted first, and below the break-even
+    # zeros predicted against the fallback kind (direct; the best dense kind) that kind runs instead.
+    profile = profiles.load_profile(target)
+    predicted = {kd: perf_model.predict(layer, kd, profile) for kd in dense_kinds}
+    fastest = min(dense_kinds, key=predicted.get)
+    fallbacks = {}
+    for kd in dict.fromkeys([kinds.DENSE, fastest]):
+        even = plan.act_break_even(layer, profile, predicted[kd])
+        fallbacks[kd] = even
+        libs[f"actsparse>{kd}"] = compiled_kernel(layer, kinds.ACT_SPARSE, target,
+                                                  {"fallback": kd, "fallback_zeros": even})[:2]
     dev = tvm.cpu()
     rng = np.random.default_rng(1)
     zeros = [float(z) for z in args.zeros.split(",")]
@@ -71,6 +82,7 @@ def main() -> None:
         runners[("csr pruned", None)] = runner("csr pruned", zeros[0])
         runners.update({("actsparse pruned", z): runner("actsparse pruned", z) for z in zeros})
     runners.update({(kinds.ACT_SPARSE, z): runner(kinds.ACT_SPARSE, z) for z in zeros})
+    runners.update({(f"actsparse>{kd}", z): runner(f"actsparse>{kd}", z) for kd in fallbacks for z in zeros})
     med = interleaved(runners, args.rounds, self_timed=True)
     ms = {key: t * 1e3 for key, t in med.items()}
     best = min(dense_kinds, key=lambda kd: ms[(kd, None)])
@@ -78,7 +90,14 @@ def main() -> None:
           + ", ".join(f"{kd} {ms[(kd, None)]:.2f}" for kd in dense_kinds))
     rows = [[f"{z:.2f}", f"{ms[(kinds.ACT_SPARSE, z)]:.2f}", f"{ms[('dense', None)] / ms[(kinds.ACT_SPARSE, z)]:.2f}",
              f"{ms[(best, None)] / ms[(kinds.ACT_SPARSE, z)]:.2f} ({best})"] for z in zeros]
-    print(markdown_table(["input zeros", "actsparse ms", "x direct", "x best dense"], rows))
+    for kd, even in fallbacks.items():
+        for row, z in zip(rows, zeros):
+            t = ms[(f"actsparse>{kd}", z)]
+            row += [f"{t:.2f}", f"{ms[('dense', None)] / t:.2f}", f"{ms[(best, None)] / t:.2f}"]
+    heads = ["input zeros", "actsparse ms", "x direct", "x best dense"]
+    for kd, even in fallbacks.items():
+        heads += [f"falls back to {kd} below {even:.2f} zeros: ms", "x direct", "x best dense"]
+    print(markdown_table(heads, rows))
     if args.weight_sparsity is not None:
         print(f"\nweights pruned to {args.weight_sparsity:.2f}: CSR {ms[('csr pruned', None)]:.2f} ms (any input); "
               "actsparse on them (their zeros multiplied): "

@@ -86,9 +86,11 @@ class CompiledModel(Runner):
         return path
 
 
-def _kernel(layer, kind: str, target, tuned) -> kernels.Kernel | None:
+def _kernel(layer, row, target, tuned) -> kernels.Kernel | None:
     """The layer's kernel: hand rules, or the tuned configuration and schedule of a tuning log."""
-    kernel = kernels.build_kernel(layer, kind, target)
+    kind = row.kernel
+    knobs = {"fallback": row.fallback, "fallback_zeros": row.fallback_zeros} if row.fallback else None
+    kernel = kernels.build_kernel(layer, kind, target, knobs)
     config = tuned.config(kernel) if tuned is not None and kernel is not None else None
     if config is None:
         return kernel
@@ -103,7 +105,7 @@ def build_planned(planned, tuned=None) -> CompiledModel:
     layers, plan, imported, tgt = planned.layers, planned.plan, planned.imported, planned.target
     progress = tqdm(zip(layers, plan), total=len(layers), desc="kernels", unit="layer",
                     file=sys.stderr, disable=not log.isEnabledFor(logging.INFO))
-    built = [_kernel(layer, row.kernel, tgt, tuned) for layer, row in progress]
+    built = [_kernel(layer, row, tgt, tuned) for layer, row in progress]
     mod, call_order = passes.apply_plan(imported.mod, layers, built)
     mod = nan_safe(mod)  # the ops TVM lowers itself propagate NaN as in PyTorch
     mod = _legalize(mod, tgt)

@@ -8,6 +8,7 @@ compute and are stored on the PrimFunc as ``fscnn.*`` attributes, so the schedul
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,13 @@ class Kernel:
     # The (data, output) shapes the PrimFunc takes where they are a view of the layer's (the
     # pointwise conv sees its maps flattened); the residual takes the output's. None: the layer's.
     view: tuple | None = None
+    # Private PrimFuncs ``func`` calls (the activation-sparse conv's fallback kernel): they go in
+    # the module beside it under these GlobalVars.
+    subroutines: dict = dataclasses.field(default_factory=dict)
+
+    def module(self, func: tvm.tirx.PrimFunc | None = None) -> tvm.IRModule:
+        """An IRModule of ``func`` (default: this kernel's) as ``main``, with its subroutines."""
+        return tvm.IRModule({"main": func if func is not None else self.func, **self.subroutines})
 
     def shapes(self, layer: Layer) -> tuple[tuple, tuple]:
         """The (data, output/residual) shapes a call of this kernel for ``layer`` passes."""
@@ -129,15 +137,39 @@ def _sparse_linear(layer: Layer, lanes: int) -> Kernel:
     return Kernel(func, [fmt.indptr, cols, fmt.values, bias], key, "fscnn_csr_dense")
 
 
-def _act_sparse_conv(layer: Layer, lanes: int) -> Kernel:
+_fallback_names = itertools.count()
+
+
+def _act_sparse_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = None) -> Kernel:
+    """The activation-sparse conv; with knobs ``fallback`` (a kind) and ``fallback_zeros``, the
+    input's nonzeros are counted first and an input with fewer zeros than that runs the
+    ``fallback`` kernel instead (its constants passed too: the weights are held twice)."""
     spec = conv_spec(layer)
-    layout = x86_rules.act_sparse_layout(spec, lanes)
+    layout = x86_rules.act_sparse_layout(spec, targets.vector_lanes(target))
     has_residual = layer.residual is not None
-    func = act_sparse_ops.act_sparse_conv2d(layout, layer.act, has_residual).with_attrs(
+    fallback, subroutines, extra = None, {}, []
+    kind = (knobs or {}).get("fallback")
+    if kind is not None:
+        from .schedules import schedule_func  # noqa: PLC0415 - heavy
+        from .tvm_compat import as_subroutine  # noqa: PLC0415
+
+        other = build_kernel(layer, kind, target)
+        in_shape, out_shape = other.shapes(layer)
+        extra = list(other.constants)
+        shapes = [in_shape] + [a.shape for a in extra] + [out_shape] * (1 + has_residual)
+        name = f"{other.symbol}_fallback{next(_fallback_names)}"
+        func, workspaces = as_subroutine(schedule_func(other.func, target), shapes, name)
+        gv = tvm.ir.GlobalVar(name)
+        subroutines = {gv: func}
+        fallback = act_sparse_ops.Fallback(gv, tuple((a.shape, str(a.dtype)) for a in extra),
+                                           tuple(workspaces), float(knobs["fallback_zeros"]))
+    func = act_sparse_ops.act_sparse_conv2d(layout, layer.act, has_residual, fallback).with_attrs(
         {KERNEL_ATTR: Compute.ACT_SPARSE_CONV2D, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
     bias = layer.bias_or_zeros()
-    key = (Compute.ACT_SPARSE_CONV2D, layout, layer.act, has_residual)
-    return Kernel(func, [act_sparse_ops.pack_weight(layer.weight, layout), bias], key, "fscnn_actsparse_conv2d")
+    key = (Compute.ACT_SPARSE_CONV2D, layout, layer.act, has_residual, kind,
+           fallback.min_zeros if fallback else None)
+    return Kernel(func, [act_sparse_ops.pack_weight(layer.weight, layout), bias] + extra, key,
+                  "fscnn_actsparse_conv2d", subroutines=subroutines)
 
 
 def _act_sparse_linear(layer: Layer, lanes: int) -> Kernel:
@@ -195,7 +227,7 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict
     """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target`` (``None``: the
     layer is left to TVM's own lowering). ``knobs`` overrides compute-level choices of the rules
     (a tuned configuration: dense conv ``oc_block``; Winograd ``p_tile``, ``block_rows``; sparse conv
-    ``tile_vectors``, ``chunks``, ``align``)."""
+    ``tile_vectors``, ``chunks``, ``align``; activation-sparse conv ``fallback``, ``fallback_zeros``)."""
     if target.kind.name == "cuda":
         return _cuda_kernel(layer, kind)
     if target.kind.name != "llvm":
@@ -208,7 +240,7 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict
     if parsed.family == "winograd" and layer.op == "conv2d":
         return _winograd_conv(layer, parsed.rows, lanes, knobs)
     if parsed.family == "actsparse":
-        return _act_sparse_conv(layer, lanes) if layer.op == "conv2d" else _act_sparse_linear(layer, lanes)
+        return _act_sparse_conv(layer, target, knobs) if layer.op == "conv2d" else _act_sparse_linear(layer, lanes)
     if parsed.family == "csr" and layer.op == "linear":
         return _sparse_linear(layer, lanes)
     if parsed.sparse and layer.op == "conv2d":

@@ -41,7 +41,7 @@ class KernelTimer:
         if lib is None:
             from .schedules import schedule_func  # noqa: PLC0415 - heavy
 
-            mod = tvm.IRModule({"main": schedule_func(kernel.func, self.target)})
+            mod = kernel.module(schedule_func(kernel.func, self.target))
             lib = self._compiled[kernel.key] = fast_math.compile(mod, self.target)
         return lib
 
@@ -88,7 +88,7 @@ def compiled_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: d
     from .schedules import schedule_func  # noqa: PLC0415 - heavy
 
     kernel = kernels.build_kernel(layer, kind, target, knobs)
-    lib = fast_math.compile(tvm.IRModule({"main": schedule_func(kernel.func, target)}), target)
+    lib = fast_math.compile(kernel.module(schedule_func(kernel.func, target)), target)
     dev = tvm.cpu()
     in_shape, out_shape = kernel.shapes(layer)
     x = input_for(layer, layer.in_shape, np.random.default_rng(0))

@@ -40,6 +40,10 @@ class LayerPlan:
     predicted_ms: dict = field(default_factory=dict)  # kind -> performance-model time
     input_zeros: float | None = None  # calibrated zero fraction of the input (None: not calibrated)
     input_zeros_spread: float | None = None  # its standard deviation over the calibration samples
+    # An activation-sparse conv counts its input's nonzeros first and runs this kind instead on an
+    # input with fewer zeros than ``fallback_zeros`` (its break-even against that kind).
+    fallback: str | None = None
+    fallback_zeros: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +160,7 @@ class Choice:
     times: dict  # kind -> predicted seconds, every candidate
     reason: str
     break_even: float | None = None  # sparsity above which the sparse kind beats the best dense kind
+    fallback: tuple | None = None  # activation-sparse conv: (kind, input zeros below which it runs)
 
 
 def _dense_choice(options: list[str], times: dict) -> tuple[str, str]:
@@ -217,7 +222,11 @@ def _with_act_sparse(layer: Layer, profile, choice: Choice) -> Choice:
     if t_act < t_best:
         reason = (f"actsparse {t_act * 1e3:.3f} ms < {choice.kind} {t_best * 1e3:.3f} ms "
                   f"({t_best / t_act:.1f}x at calibrated input zeros {zeros:.2f}; {pays})")
-        return Choice(kinds.ACT_SPARSE, choice.times, reason, choice.break_even)
+        fallback = None
+        if layer.op == "conv2d" and even:  # an input denser than the break-even runs choice.kind
+            fallback = (choice.kind, even)
+            reason += f"; an input with fewer zeros runs {choice.kind} (counted per call)"
+        return Choice(kinds.ACT_SPARSE, choice.times, reason, choice.break_even, fallback)
     return replace(choice, reason=f"{choice.reason}; actsparse {pays} (input zeros {zeros:.2f})")
 
 
@@ -249,8 +258,9 @@ def _choose(layer: Layer, profile, use_winograd: bool, allow_sparse: bool) -> Ch
     return Choice(best_dense, times, reason, even)
 
 
-def decide(layer: Layer, sparse_mode: str, profile=None, use_winograd: bool = True) -> tuple[str, str, dict]:
-    """(kernel kind, reason, predicted ms per candidate kind) for ``layer`` under ``sparse_mode``.
+def decide(layer: Layer, sparse_mode: str, profile=None, use_winograd: bool = True) -> tuple[str, str, dict, tuple | None]:
+    """(kernel kind, reason, predicted ms per candidate kind, fallback) for ``layer`` under
+    ``sparse_mode``; ``fallback``: see :attr:`Choice.fallback`.
 
     ``auto`` takes :func:`choose`'s answer (it needs ``profile``); ``always`` runs the sparse
     kind wherever one can run; ``never`` chooses among the dense kinds only (direct without a
@@ -263,20 +273,20 @@ def decide(layer: Layer, sparse_mode: str, profile=None, use_winograd: bool = Tr
     predicted = {k: round(t * 1e3, 4) for k, t in choice.times.items()} if choice else {}
     if sparse_mode == "never":
         if profile is None:
-            return kinds.DENSE, "sparse='never'", predicted
+            return kinds.DENSE, "sparse='never'", predicted, None
         never = choose(layer, profile, use_winograd, allow_sparse=False)
-        return never.kind, never.reason, predicted
+        return never.kind, never.reason, predicted, None
     unsupported = sparse_support(layer)
     if unsupported:
-        return kinds.DENSE, unsupported, predicted
+        return kinds.DENSE, unsupported, predicted, None
     kind = sparse_kind(layer)
     if sparse_mode == "always":
         rows = kinds.block_rows(kind)
         blocks = f" (output-channel blocks of {rows} share columns)" if rows > 1 else ""
-        return kind, "sparse='always'" + blocks, predicted
+        return kind, "sparse='always'" + blocks, predicted, None
     if choice is None:
         raise ValueError("sparse='auto' needs a performance profile (profiles.load_profile)")
-    return choice.kind, choice.reason, predicted
+    return choice.kind, choice.reason, predicted, choice.fallback
 
 
 def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None,
@@ -285,7 +295,7 @@ def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None,
     ``use_winograd=False``: dense layers stay on the direct kernel)."""
     rows = []
     for layer in layers:
-        kernel, reason, predicted = decide(layer, sparse_mode, profile, use_winograd)
+        kernel, reason, predicted, fallback = decide(layer, sparse_mode, profile, use_winograd)
         conv = layer.op == "conv2d"
         rows.append(LayerPlan(
             index=layer.index, name=layer.name, op=layer.op, in_shape=layer.in_shape,
@@ -296,7 +306,9 @@ def make_plan(layers: list[Layer], sparse_mode: str = "auto", profile=None,
             epilogue=layer.epilogue, sparsity=round(1.0 - layer.density, 4),
             kernel=kernel, reason=reason, predicted_ms=predicted,
             input_zeros=None if layer.input_zeros is None else round(layer.input_zeros[0], 4),
-            input_zeros_spread=None if layer.input_zeros is None else round(layer.input_zeros[1], 4)))
+            input_zeros_spread=None if layer.input_zeros is None else round(layer.input_zeros[1], 4),
+            fallback=fallback[0] if fallback else None,
+            fallback_zeros=round(fallback[1], 4) if fallback else None))
     return rows
 
 

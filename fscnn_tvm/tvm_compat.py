@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import types
@@ -123,6 +124,91 @@ def records_of(db, func: tvm.tirx.PrimFunc) -> list:
         return []
     workload = db.commit_workload(mod)
     return [r for r in db.get_all_tuning_records() if r.workload.same_as(workload)]
+
+
+_SUBROUTINE_LOWERING = ("CanonicalizeLoop", "LowerInitBlock", "PlanAndUpdateBufferAllocationLocation",
+                        "ConvertBlocksToOpaque", "CompactBufferAllocation", "LowerMatchBuffer",
+                        "LowerOpaqueBlock", "FlattenBuffer", "LoopPartition")
+_ALLOC = re.compile(r'^( +)(\w+) = T\.alloc_buffer\(\((\d+),\)(?:, "(\w+)")?(?:, annotations=\{(.*)\})?\)$', re.M)
+
+
+def as_subroutine(func: tvm.tirx.PrimFunc, shapes: list[tuple], symbol: str) -> tuple[tvm.tirx.PrimFunc, list[tuple]]:
+    """A scheduled PrimFunc as a function another PrimFunc of the module calls by its GlobalVar
+    (``tvm.ir.Call(gv, [a.data, b.data, ..., w.data, ...], ret_ty="int32")``: one data pointer
+    per buffer parameter, in order, then one per workspace). ``shapes``: each parameter's shape;
+    ``symbol``: its global symbol (its symbolic sizes take their values from ``shapes``). Returns the function and its workspaces, ``(elements, dtype)``
+    each, which the caller allocates.
+
+    Symptoms, each worked around here:
+
+    - a private PrimFunc with buffer parameters failed to build ("This pass must be called after
+      MakePackedAPI": only public functions get the packed calling convention that unpacks
+      buffers), so the parameters are data pointers with the buffers declared over them;
+    - a Relax build gives every PrimFunc a global symbol (``AttachGlobalSymbol``), and a call to a
+      public one becomes a packed call with one argument more than the function takes (a null
+      resource handle: "Expected 3 arguments"), and failed untyped ("Packed calls may return
+      only primitive or pointer types"). So the function is public from the start (the same call
+      in a kernel built alone and in a model) and takes that trailing handle;
+    - one whose body is not a block at its root failed in the s_tir lowering (the declarations
+      sit above the root block), so the function is lowered past its blocks first (the s_tir
+      passes up to ``LowerOpaqueBlock``, then flattened: plain loops, which the rest of the
+      pipeline takes like our TVMScript kernels) and re-read from its TVMScript;
+    - a workspace too large for the stack failed to lower without a device ("Unknown device id
+      in current IR"; pointer parameters give the packed API none to read), and one declared in
+      the body was not enough: ``StorageRewrite`` hoists the allocations outside parallel loops
+      above it. So those become the caller's (pointer parameters), and the device (the CPU) is
+      declared for the per-thread ones inside parallel loops, which stay; their
+      ``buffer_dim_align`` (the padded strides, already in the flattened indices) named an axis
+      the flat buffer no longer has and failed the second lowering.
+    """
+    from tvm import s_tir  # noqa: PLC0415
+
+    lower = tvm.ir.transform.Sequential([(getattr(s_tir.transform, name, None) or getattr(tvm.tirx.transform, name))()
+                                         for name in _SUBROUTINE_LOWERING])
+    text = lower(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}))["main"].script()
+    head = re.search(r"^def main\((.*)\):$", text, re.M)
+    names = re.findall(r'(\w+): T\.Buffer\(\(', head.group(1)) if head else []
+    if len(names) != len(func.params) or len(shapes) != len(names):
+        raise RuntimeError("internal: as_subroutine could not read the parameters of a kernel")
+    dtypes = re.findall(r'T\.Buffer\(\([^)]*\), "(\w+)"\)', head.group(1))
+    body = text[head.end():]
+    # Symbolic sizes (the sparse kernels' nonzero count): their values from the given shapes.
+    for dims, shape in zip(re.findall(r'T\.Buffer\(\(([^)]*)\)', head.group(1)), shapes):
+        for dim, value in zip([d.strip().strip('"') for d in dims.split(",") if d.strip()], shape):
+            if dim.isidentifier():
+                body = re.sub(rf"^    {dim} = T\.int32\(\)\n", "", body, flags=re.M)
+                body = re.sub(rf"\b{dim}\b", str(int(value)), body)
+    workspaces, lines, parallel = [], [], []  # parallel: the indents of the enclosing parallel loops
+    shapes = list(shapes)
+    for line in body.split("\n"):
+        indent = len(line) - len(line.lstrip(" "))
+        while line.strip() and parallel and indent <= parallel[-1]:
+            parallel.pop()
+        m = _ALLOC.match(line)
+        if m and not parallel:  # allocated once per call (StorageRewrite hoists it): the caller's
+            _, name, size, dtype, _ = m.groups()
+            workspaces.append((int(size), dtype or "float32"))
+            names.append(name)
+            dtypes.append(dtype or "float32")
+            shapes.append((int(size),))
+            continue
+        if m:  # per thread: its padded strides are in the flat indices already
+            line = re.sub(r', "buffer_dim_align": \[(\[[^\]]*\](, )?)*\]', "", line)
+        if re.match(r" *for .* in T\.parallel\(", line):
+            parallel.append(indent)
+        lines.append(line)
+    body = "\n".join(lines)
+    signature = ", ".join([f'{name}_ptr: T.handle("{dtype}")' for name, dtype in zip(names, dtypes)]
+                          + ["resource_handle: T.handle"])
+    decls = "".join(f'\n    {name} = T.decl_buffer({tuple(shape)}, "{dtype}", data={name}_ptr)'
+                    for name, shape, dtype in zip(names, shapes, dtypes))
+    attrs = re.match(r"\n    T\.func_attr\(.*\)", body)  # must stay the first statement
+    at = attrs.end() if attrs else 0
+    text = (re.sub(r"@T\.prim_func(\(.*\))?\n", "@T.prim_func\n", text[:head.start()])
+            + f"def main({signature}):" + body[:at] + decls
+            + '\n    T.attr("default", "device_id", 0)\n    T.attr("default", "device_type", 1)'  # kDLCPU
+            + body[at:])
+    return tvm.script.from_source(text).with_attr("global_symbol", symbol), workspaces
 
 
 def winograd_matrices(m: int, r: int):

@@ -115,6 +115,47 @@ def test_linear_kernel_matches_numpy(batch, in_f, out_f, act, residual, zeros):
     assert relative_error(tensors[-1].numpy(), ACT[act](ref).numpy()) <= TOLERANCE
 
 
+def _runner(kernel: kernels.Kernel, layer):
+    """``(x, residual) -> kernel's output`` for ``layer`` (its module: the kernel and what it calls)."""
+    lib = tvm.compile(kernel.module(schedule_func(kernel.func, TARGET)), TARGET)
+    return lambda x, residual: _run(lib, kernel, layer, x, residual)
+
+
+def _run(lib, kernel: kernels.Kernel, layer, x: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    in_shape, out_shape = kernel.shapes(layer)
+    args = [x.reshape(in_shape), *kernel.constants, residual.reshape(out_shape), np.zeros(out_shape, "float32")]
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    lib(*tensors)
+    return tensors[-1].numpy().reshape(layer.out_shape)
+
+
+@pytest.mark.parametrize("k,fallback", [(3, "dense"), (3, "winograd4"), (1, "dense"), (3, "csr"), (1, "bsr8")])
+def test_fallback_runs_on_inputs_denser_than_its_break_even(k, fallback):
+    """With a fallback, the kernel counts its input's nonzeros and, below ``fallback_zeros`` zeros,
+    runs the fallback kernel: bit for bit the fallback's output there, the activation-sparse
+    kernel's above, and within tolerance of torch everywhere (residual and epilogue included)."""
+    spec = Conv2dSpec(1, 24, 10, 11, 40, (k, k), (1, 1), (k // 2,) * 4)
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((40, 24, k, k)).astype("float32") * 0.1
+    layer = conv_layer(spec, w, act="relu")
+    layer.bias = rng.standard_normal(40).astype("float32")
+    layer.residual = _RESIDUAL
+    res = rng.standard_normal(spec.out_shape).astype("float32")
+    kernel = kernels.build_kernel(layer, kinds.ACT_SPARSE, TARGET, {"fallback": fallback, "fallback_zeros": 0.6})
+    assert kernel.subroutines and len(kernel.constants) > 2
+    both = _runner(kernel, layer)
+    alone = {kind: _runner(kernels.build_kernel(layer, kind, TARGET), layer) for kind in (kinds.ACT_SPARSE, fallback)}
+    for zeros in (0.0, 0.45, 0.75, 0.97):
+        x = _input(layer.in_shape, zeros, seed=int(zeros * 100))
+        ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                                    torch.from_numpy(layer.bias), padding=k // 2)
+                         + torch.from_numpy(res)).numpy()
+        got = both(x, res)
+        assert relative_error(got, ref) <= TOLERANCE, zeros
+        ran = fallback if float((x == 0).mean()) < 0.6 else kinds.ACT_SPARSE
+        assert np.array_equal(got, alone[ran](x, res)), (zeros, ran)
+
+
 def test_layout_rule_reads_the_target():
     spec = Conv2dSpec(1, 512, 28, 28, 512, (3, 3), (1, 1), (1, 1, 1, 1))
     wide, narrow = x86_rules.act_sparse_layout(spec, 16), x86_rules.act_sparse_layout(spec, 8)
@@ -236,6 +277,26 @@ def test_model_calibrated_sparse_stays_exact_on_dense_inputs():
     assert len(denser) == 4 and all(denser), (run, calibrated)
     for x in (data[:1], strong):
         assert relative_error(compiled(x), torch_reference(net, x)) <= TOLERANCE
+
+
+def test_model_falls_back_where_its_input_is_denser_than_the_break_even(tmp_path):
+    """A layer planned activation-sparse carries a fallback (the kind it beat) and the zeros below
+    which it runs; the compiled model is exact on sparse and dense inputs, saved and loaded."""
+    base = profiles.load_profile(TARGET)
+    coef = {k: v / 3 if k.startswith("act.") else v for k, v in base.coefficients.items()}
+    net = _relu_net()
+    data = 0.01 * np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype("float32")
+    compiled = fscnn_tvm.compile(net, (1, 3, 16, 16), calibration_data=data,
+                                 profile=profiles.Profile(base.target, coef, base.lanes, base.meta))
+    rows = [r for r in compiled.plan if r.fallback]
+    assert rows and all(r.kernel == kinds.ACT_SPARSE and 0 < r.fallback_zeros < r.input_zeros for r in rows)
+    assert all(f"fewer zeros runs {r.fallback}" in r.reason for r in rows)
+    strong = 10 * np.random.default_rng(9).standard_normal((1, 3, 16, 16)).astype("float32")
+    loaded = fscnn_tvm.load(compiled.export_library(str(tmp_path / "m.so")))
+    for x in (data[:1], strong):
+        ref = torch_reference(net, x)
+        assert relative_error(compiled(x), ref) <= TOLERANCE
+        assert relative_error(loaded(x), ref) <= TOLERANCE
 
 
 @pytest.mark.parametrize("data,message", [
