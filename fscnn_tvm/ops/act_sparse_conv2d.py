@@ -168,8 +168,23 @@ def act_sparse_conv2d_script(layout: ActSparseLayout, act: str = "none", has_res
     owp = segs * tile
     pixels = n * hp * wx
     res_arg = f'residual: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32"), ' if has_residual else ""
-    res_term = " + residual[b, o, y, x]" if has_residual else ""
-    result = _ACT[act].format(v=f"part[((b * {ob} + o // {r}) * {oh} + y) * {owp * r} + x * {r} + o % {r}] + bias[o]{res_term}")
+
+    def store(x: str) -> str:  # one output (pixel x of row y of channel o), the epilogue applied
+        res_term = f" + residual[b, o, y, {x}]" if has_residual else ""
+        value = f"part[((b * {ob} + o // {r}) * {oh} + y) * {owp * r} + ({x}) * {r} + o % {r}] + bias[o]{res_term}"
+        return f"out[b, o, y, {x}] = {_ACT[act].format(v=value)}"
+
+    # The epilogue, a row of one channel at a time as vectors of 16 (the tiles' pixels are 64
+    # channels apart in ``part``: one gather, where one float at a time cost ~8 cycles; 512->512 @28:
+    # 0.8 -> 0.4 ms); then the rest of the row.
+    whole = ow // 16 * 16
+    epilogue = f"""
+for b, o, y in T.grid({n}, {oc}, {oh}):""" + (f"""
+    for xo in range({ow // 16}):
+        for xi in T.vectorized(16):
+            {store("xo * 16 + xi")}""" if whole else "") + (f"""
+    for xi in T.vectorized({ow - whole}):
+        {store(f"{whole} + xi")}""" if whole < ow else "")
 
     # The tile: accumulators acc_{set}_{pixel} of oc_block floats (small buffers: registers).
     q0 = f"((b * {ob} + o) * {oh} + y) * {owp * r} + s * {tile * r}"
@@ -211,9 +226,7 @@ index = T.decl_buffer(({pixels * chunks * cap},), "int32", scope="global")
 part = T.decl_buffer(({n * ob * oh * owp * r},), "float32", scope="global"){textwrap.dedent(_compaction(layout))}
 for b, o, i, g in T.grid({n}, {ob}, {kh}, {chunks}):
     for y, s in T.grid({oh}, {segs}):
-{body}
-for b, o, y, x in T.grid({n}, {oc}, {oh}, {ow}):
-    out[b, o, y, x] = {result}"""
+{body}{epilogue}"""
     if fallback is not None:
         sparse = _with_fallback(sparse, layout, fallback, has_residual)
     return f"""
