@@ -13,7 +13,7 @@ import fscnn_tvm
 from fscnn_tvm import input_zeros, kernels, kinds, models, plan, profiles, targets
 from fscnn_tvm.cli import main
 from fscnn_tvm.errors import InputError
-from fscnn_tvm.layer import conv_layer
+from fscnn_tvm.layer import conv_layer, linear_layer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
 from fscnn_tvm.schedules import schedule_func
 from fscnn_tvm.schedules.x86 import rules as x86_rules
@@ -360,6 +360,25 @@ def test_prediction_falls_with_input_zeros_and_break_even():
     assert at == pytest.approx(dense, rel=1e-3)
     choice = plan.choose(conv_layer(spec, w, input_zeros=0.999), prof)
     assert choice.kind == kinds.ACT_SPARSE and "calibrated input zeros 1.00" in choice.reason
+
+
+def test_plan_gives_convs_a_fallback_and_linears_a_margin():
+    """A conv planned activation-sparse falls back to the kind it beat below its break-even; a
+    linear layer (no fallback) takes the kernel only when predicted faster by more than NEAR_TIE."""
+    prof = profiles.load_profile(TARGET)
+    spec = Conv2dSpec(1, 256, 14, 14, 256, (3, 3), (1, 1), (1, 1, 1, 1))
+    w = np.random.default_rng(0).standard_normal((256, 256, 3, 3)).astype("float32")
+    choice = plan.choose(conv_layer(spec, w, input_zeros=0.99), prof)
+    other = plan.choose(conv_layer(spec, w, input_zeros=0.0), prof)
+    assert choice.kind == kinds.ACT_SPARSE and choice.fallback[0] == other.kind
+    even = plan.act_break_even(conv_layer(spec, w, input_zeros=0.5), prof, other.times[other.kind])
+    assert choice.fallback[1] == pytest.approx(even) and 0 < even < 0.99
+    fc = np.random.default_rng(1).standard_normal((1000, 2048)).astype("float32")
+    dense = plan.perf_model.predict(linear_layer(1, fc, input_zeros=0.0), kinds.DENSE, prof)
+    for margin, kind in ((1.02, kinds.DENSE), (1.2, kinds.ACT_SPARSE)):  # act predicted 2% / 20% faster
+        zeros = plan.act_break_even(linear_layer(1, fc, input_zeros=0.0), prof, dense / margin)
+        picked = plan.choose(linear_layer(1, fc, input_zeros=min(1.0, zeros + 1e-3)), prof)
+        assert picked.kind == kind and picked.fallback is None, (margin, picked.reason)
 
 
 # ---------------------------------------------------------------- the trained-like zoo
