@@ -136,8 +136,9 @@ def as_subroutine(func: tvm.tirx.PrimFunc, shapes: list[tuple], symbol: str) -> 
     """A scheduled PrimFunc as a function another PrimFunc of the module calls by its GlobalVar
     (``tvm.ir.Call(gv, [a.data, b.data, ..., w.data, ...], ret_ty="int32")``: one data pointer
     per buffer parameter, in order, then one per workspace). ``shapes``: each parameter's shape;
-    ``symbol``: its global symbol (its symbolic sizes take their values from ``shapes``). Returns the function and its workspaces, ``(elements, dtype)``
-    each, which the caller allocates.
+    ``symbol``: its global symbol (its symbolic sizes take their values from ``shapes``).
+    Returns the function and its workspaces, ``(elements, dtype)`` each, which the caller
+    allocates.
 
     Symptoms, each worked around here:
 
@@ -171,33 +172,11 @@ def as_subroutine(func: tvm.tirx.PrimFunc, shapes: list[tuple], symbol: str) -> 
     if len(names) != len(func.params) or len(shapes) != len(names):
         raise RuntimeError("internal: as_subroutine could not read the parameters of a kernel")
     dtypes = re.findall(r'T\.Buffer\(\([^)]*\), "(\w+)"\)', head.group(1))
-    body = text[head.end():]
-    # Symbolic sizes (the sparse kernels' nonzero count): their values from the given shapes.
-    for dims, shape in zip(re.findall(r'T\.Buffer\(\(([^)]*)\)', head.group(1)), shapes):
-        for dim, value in zip([d.strip().strip('"') for d in dims.split(",") if d.strip()], shape):
-            if dim.isidentifier():
-                body = re.sub(rf"^    {dim} = T\.int32\(\)\n", "", body, flags=re.M)
-                body = re.sub(rf"\b{dim}\b", str(int(value)), body)
-    workspaces, lines, parallel = [], [], []  # parallel: the indents of the enclosing parallel loops
-    shapes = list(shapes)
-    for line in body.split("\n"):
-        indent = len(line) - len(line.lstrip(" "))
-        while line.strip() and parallel and indent <= parallel[-1]:
-            parallel.pop()
-        m = _ALLOC.match(line)
-        if m and not parallel:  # allocated once per call (StorageRewrite hoists it): the caller's
-            _, name, size, dtype, _ = m.groups()
-            workspaces.append((int(size), dtype or "float32"))
-            names.append(name)
-            dtypes.append(dtype or "float32")
-            shapes.append((int(size),))
-            continue
-        if m:  # per thread: its padded strides are in the flat indices already
-            line = re.sub(r', "buffer_dim_align": \[(\[[^\]]*\](, )?)*\]', "", line)
-        if re.match(r" *for .* in T\.parallel\(", line):
-            parallel.append(indent)
-        lines.append(line)
-    body = "\n".join(lines)
+    body = _bind_sizes(text[head.end():], re.findall(r'T\.Buffer\(\(([^)]*)\)', head.group(1)), shapes)
+    body, workspaces = _caller_workspaces(body)
+    names += [name for name, _, _ in workspaces]
+    dtypes += [dtype for _, _, dtype in workspaces]
+    shapes = list(shapes) + [(size,) for _, size, _ in workspaces]
     signature = ", ".join([f'{name}_ptr: T.handle("{dtype}")' for name, dtype in zip(names, dtypes)]
                           + ["resource_handle: T.handle"])
     decls = "".join(f'\n    {name} = T.decl_buffer({tuple(shape)}, "{dtype}", data={name}_ptr)'
@@ -208,7 +187,39 @@ def as_subroutine(func: tvm.tirx.PrimFunc, shapes: list[tuple], symbol: str) -> 
             + f"def main({signature}):" + body[:at] + decls
             + '\n    T.attr("default", "device_id", 0)\n    T.attr("default", "device_type", 1)'  # kDLCPU
             + body[at:])
-    return tvm.script.from_source(text).with_attr("global_symbol", symbol), workspaces
+    return tvm.script.from_source(text).with_attr("global_symbol", symbol), [(n, d) for _, n, d in workspaces]
+
+
+def _bind_sizes(body: str, dims: list[str], shapes: list[tuple]) -> str:
+    """``body`` with each symbolic size of the parameters' shapes (``dims``: their printed
+    dimensions; the sparse kernels' nonzero count) replaced by its value in ``shapes``."""
+    for printed, shape in zip(dims, shapes):
+        for dim, value in zip([d.strip().strip('"') for d in printed.split(",") if d.strip()], shape):
+            if dim.isidentifier():
+                body = re.sub(rf"^    {dim} = T\.int32\(\)\n", "", body, flags=re.M)
+                body = re.sub(rf"\b{dim}\b", str(int(value)), body)
+    return body
+
+
+def _caller_workspaces(body: str) -> tuple[str, list[tuple]]:
+    """``body`` without its allocations outside parallel loops (allocated once per call), and
+    those as ``(name, elements, dtype)``; the per-thread ones inside parallel loops stay."""
+    workspaces, lines, parallel = [], [], []  # parallel: the indents of the enclosing parallel loops
+    for line in body.split("\n"):
+        indent = len(line) - len(line.lstrip(" "))
+        while line.strip() and parallel and indent <= parallel[-1]:
+            parallel.pop()
+        m = _ALLOC.match(line)
+        if m and not parallel:
+            _, name, size, dtype, _ = m.groups()
+            workspaces.append((name, int(size), dtype or "float32"))
+            continue
+        if m:  # its padded strides are in the flat indices already
+            line = re.sub(r', "buffer_dim_align": \[(\[[^\]]*\](, )?)*\]', "", line)
+        if re.match(r" *for .* in T\.parallel\(", line):
+            parallel.append(indent)
+        lines.append(line)
+    return "\n".join(lines), workspaces
 
 
 def winograd_matrices(m: int, r: int):
