@@ -115,9 +115,9 @@ def test_linear_kernel_matches_numpy(batch, in_f, out_f, act, residual, zeros):
     assert relative_error(tensors[-1].numpy(), ACT[act](ref).numpy()) <= TOLERANCE
 
 
-def _runner(kernel: kernels.Kernel, layer):
+def _runner(kernel: kernels.Kernel, layer, target=TARGET):
     """``(x, residual) -> kernel's output`` for ``layer`` (its module: the kernel and what it calls)."""
-    lib = tvm.compile(kernel.module(schedule_func(kernel.func, TARGET)), TARGET)
+    lib = tvm.compile(kernel.module(schedule_func(kernel.func, target)), target)
     return lambda x, residual: _run(lib, kernel, layer, x, residual)
 
 
@@ -129,8 +129,9 @@ def _run(lib, kernel: kernels.Kernel, layer, x: np.ndarray, residual: np.ndarray
     return tensors[-1].numpy().reshape(layer.out_shape)
 
 
-@pytest.mark.parametrize("k,fallback", [(3, "dense"), (3, "winograd4"), (1, "dense"), (3, "csr"), (1, "bsr8")])
-def test_fallback_runs_on_inputs_denser_than_its_break_even(k, fallback):
+@pytest.mark.parametrize("k,fallback,mcpu", [(3, "dense", None), (3, "winograd4", None), (1, "dense", None),
+                                             (3, "csr", None), (1, "bsr8", None), (3, "winograd4", "znver3")])
+def test_fallback_runs_on_inputs_denser_than_its_break_even(k, fallback, mcpu):
     """With a fallback, the kernel counts its input's nonzeros and, below ``fallback_zeros`` zeros,
     runs the fallback kernel: bit for bit the fallback's output there, the activation-sparse
     kernel's above, and within tolerance of torch everywhere (residual and epilogue included)."""
@@ -141,10 +142,12 @@ def test_fallback_runs_on_inputs_denser_than_its_break_even(k, fallback):
     layer.bias = rng.standard_normal(40).astype("float32")
     layer.residual = _RESIDUAL
     res = rng.standard_normal(spec.out_shape).astype("float32")
-    kernel = kernels.build_kernel(layer, kinds.ACT_SPARSE, TARGET, {"fallback": fallback, "fallback_zeros": 0.6})
+    target = targets.parse({"kind": "llvm", "mcpu": mcpu}) if mcpu else TARGET  # znver3: AVX2's 8 lanes
+    kernel = kernels.build_kernel(layer, kinds.ACT_SPARSE, target, {"fallback": fallback, "fallback_zeros": 0.6})
     assert kernel.subroutines and len(kernel.constants) > 2
-    both = _runner(kernel, layer)
-    alone = {kind: _runner(kernels.build_kernel(layer, kind, TARGET), layer) for kind in (kinds.ACT_SPARSE, fallback)}
+    both = _runner(kernel, layer, target)
+    alone = {kind: _runner(kernels.build_kernel(layer, kind, target), layer, target)
+             for kind in (kinds.ACT_SPARSE, fallback)}
     for zeros in (0.0, 0.45, 0.75, 0.97):
         x = _input(layer.in_shape, zeros, seed=int(zeros * 100))
         ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
