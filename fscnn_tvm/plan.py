@@ -213,26 +213,28 @@ def act_break_even(layer: Layer, profile, against_seconds: float) -> float | Non
 def _with_act_sparse(layer: Layer, profile, choice: Choice) -> Choice:
     """``choice`` weighed against the activation-sparse kernel where it can run (the input's
     zeros calibrated): the faster of the two, the reason saying at which input zeros it pays.
-    A linear layer has no run-time fallback, so there the kernel must be predicted faster by
-    more than ``NEAR_TIE`` (ResNet-50's fc after the average pool, 0.00 input zeros, took it on a
-    predicted tie and ran 0.93x the dense kernel's speed)."""
+    The kernel must be predicted faster by more than ``NEAR_TIE``: a conv holds its fallback's
+    weights besides its own, and a linear layer has no fallback (ResNet-50's fc after the
+    average pool, 0.00 input zeros, took it on a predicted tie and ran 0.93x the dense kernel's
+    speed; layer3/4 convs took it for 1-2% predicted gains, each holding its weights twice)."""
     if kinds.ACT_SPARSE not in choice.times:
         return choice
     t_act, t_best = choice.times[kinds.ACT_SPARSE], choice.times[choice.kind]
     zeros = layer.input_zeros[0]
-    even = act_break_even(layer, profile, t_best)
+    even = act_break_even(layer, profile, t_best / NEAR_TIE)
     pays = "never pays" if even is None else f"pays above input zeros {even:.2f}"
-    if layer.op == "linear" and t_best <= NEAR_TIE * t_act < NEAR_TIE * t_best:
+    if t_best <= NEAR_TIE * t_act < NEAR_TIE * t_best:
         return replace(choice, reason=f"{choice.reason}; actsparse {t_act * 1e3:.3f} ms is within "
-                                      f"{NEAR_TIE - 1:.0%} (no run-time fallback for a linear layer; "
-                                      f"input zeros {zeros:.2f})")
+                                      f"{NEAR_TIE - 1:.0%} ({pays}; input zeros {zeros:.2f})")
     if t_act < t_best:
         reason = (f"actsparse {t_act * 1e3:.3f} ms < {choice.kind} {t_best * 1e3:.3f} ms "
-                  f"({t_best / t_act:.1f}x at calibrated input zeros {zeros:.2f}; {pays})")
+                  f"({t_best / t_act:.2f}x at calibrated input zeros {zeros:.2f}; {pays})")
         fallback = None
-        if layer.op == "conv2d" and even:  # an input denser than the break-even runs choice.kind
-            fallback = (choice.kind, even)
-            reason += f"; an input with fewer zeros runs {choice.kind} (counted per call)"
+        below = act_break_even(layer, profile, t_best) if layer.op == "conv2d" else None
+        if below:  # an input with fewer zeros, where it is predicted slower, runs choice.kind
+            fallback = (choice.kind, below)
+            reason += (f"; an input with fewer zeros than {below:.2f} runs {choice.kind} "
+                       "(counted per call; both kernels' weights held)")
         return Choice(kinds.ACT_SPARSE, choice.times, reason, choice.break_even, fallback)
     return replace(choice, reason=f"{choice.reason}; actsparse {pays} (input zeros {zeros:.2f})")
 
