@@ -147,7 +147,7 @@ def _act_sparse_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None
     spec = conv_spec(layer)
     layout = x86_rules.act_sparse_layout(spec, targets.vector_lanes(target))
     has_residual = layer.residual is not None
-    fallback, subroutines, extra = None, {}, []
+    fallback, subroutines, extra, fallback_key = None, {}, [], None
     kind = (knobs or {}).get("fallback")
     if kind is not None:
         from .schedules import schedule_func  # noqa: PLC0415 - heavy
@@ -163,11 +163,13 @@ def _act_sparse_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None
         subroutines = {gv: func}
         fallback = act_sparse_ops.Fallback(gv, tuple((a.shape, str(a.dtype)) for a in extra),
                                            tuple(workspaces), float(knobs["fallback_zeros"]))
+        # Layers sharing this kernel share the subroutine: its key (a bias or not changes its
+        # arguments) and the shapes bound into it (a sparse kernel's nonzero count) must agree.
+        fallback_key = (other.key, fallback.constants, fallback.min_zeros)
     func = act_sparse_ops.act_sparse_conv2d(layout, layer.act, has_residual, fallback).with_attrs(
         {KERNEL_ATTR: Compute.ACT_SPARSE_CONV2D, "op_pattern": OPAQUE, "tirx.is_scheduled": True})
     bias = layer.bias_or_zeros()
-    key = (Compute.ACT_SPARSE_CONV2D, layout, layer.act, has_residual, kind,
-           fallback.min_zeros if fallback else None)
+    key = (Compute.ACT_SPARSE_CONV2D, layout, layer.act, has_residual, fallback_key)
     return Kernel(func, [act_sparse_ops.pack_weight(layer.weight, layout), bias] + extra, key,
                   "fscnn_actsparse_conv2d", subroutines=subroutines)
 

@@ -302,6 +302,28 @@ def test_model_falls_back_where_its_input_is_denser_than_the_break_even(tmp_path
         assert relative_error(loaded(x), ref) <= TOLERANCE
 
 
+def test_same_shaped_convs_with_and_without_bias_keep_their_own_fallbacks():
+    """Two convs of one shape and activation share the activation-sparse kernel only where their
+    fallbacks agree: one with a bias, one without, take different fallback arguments (they once
+    shared one kernel, and the model failed to build)."""
+    base = profiles.load_profile(TARGET)
+    coef = {k: v / 3 if k.startswith("act.") else v for k, v in base.coefficients.items()}
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(32, 8, 1))
+    randomize_(net, seed=3)
+    with torch.no_grad():
+        net[0].bias -= 0.4
+        net[2].bias -= 0.4
+    net.eval()
+    data = 0.01 * np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype("float32")
+    compiled = fscnn_tvm.compile(net, (1, 3, 16, 16), calibration_data=data,
+                                 profile=profiles.Profile(base.target, coef, base.lanes, base.meta))
+    twins = [r for r in compiled.plan if r.kernel == kinds.ACT_SPARSE and r.fallback]
+    assert [r.epilogue for r in twins] == ["bias+relu", "relu"], [(r.kernel, r.epilogue) for r in compiled.plan]
+    for x in (data[:1], 10 * np.random.default_rng(9).standard_normal((1, 3, 16, 16)).astype("float32")):
+        assert relative_error(compiled(x), torch_reference(net, x)) <= TOLERANCE
+
+
 @pytest.mark.parametrize("data,message", [
     (np.zeros((2, 3, 8, 8), "float32"), "shape (2, 3, 8, 8), expected (N, 3, 16, 16)"),
     (np.zeros((2, 3, 16, 16), "int64"), "dtype int64 is not floating point"),

@@ -26,9 +26,12 @@ The epilogue writes NCHW with bias, residual and activation. With a :class:`Fall
 vector pass counts the input's nonzeros and, on an input with fewer zeros than the fallback's
 ``min_zeros`` (the plan's break-even against the kind it beat), the whole call goes to that
 kind's kernel instead, so a denser input than calibrated costs at most one pass more than that
-kernel (512->512 3x3 @28, dense input: 17.3 ms against the direct kernel's 17.9, instead of 34). Linear layers: :func:`act_sparse_dense`. Arguments in call order: ``data
-[N, C, H, W]``, ``weight`` (flat ``[OB, KH, KW, C, oc_block]``, :func:`pack_weight`; channels past
-``OC`` zero), ``bias [OC]``, (``residual [N, OC, OH, OW]``), output ``[N, OC, OH, OW]``. Groups
+kernel (512->512 3x3 @28, dense input: 16.95 ms against the direct kernel's 17.10, instead of
+24.84). Linear layers: :func:`act_sparse_dense`.
+
+Arguments in call order: ``data [N, C, H, W]``, ``weight`` (flat ``[OB, KH, KW, C, oc_block]``,
+:func:`pack_weight`; channels past ``OC`` zero), ``bias [OC]``, the fallback's constants (if
+any), (``residual [N, OC, OH, OW]``), output ``[N, OC, OH, OW]``. Groups
 must be 1. Plain TIR: scheduled by construction.
 """
 from __future__ import annotations
