@@ -38,8 +38,8 @@ class Kernel:
     # The (data, output) shapes the PrimFunc takes where they are a view of the layer's (the
     # pointwise conv sees its maps flattened); the residual takes the output's. None: the layer's.
     view: tuple | None = None
-    # Private PrimFuncs ``func`` calls (the activation-sparse conv's fallback kernel): they go in
-    # the module beside it under these GlobalVars.
+    # PrimFuncs ``func`` calls by GlobalVar (the activation-sparse conv's fallback kernel): they
+    # go in the module beside it under these GlobalVars.
     subroutines: dict = dataclasses.field(default_factory=dict)
 
     def module(self, func: tvm.tirx.PrimFunc | None = None) -> tvm.IRModule:

@@ -331,7 +331,7 @@ def apply_plan(mod: tvm.IRModule, layers: list[Layer], kernels: list) -> tuple[t
             # Drop the "main" symbol create_prim_func gives; the module names it after the GlobalVar.
             func = kernel.func.without_attr("global_symbol")
             gv = funcs[kernel.key] = mutator.builder_.add_func(func, kernel.symbol)
-            for sub_gv, sub in kernel.subroutines.items():  # private PrimFuncs it calls
+            for sub_gv, sub in kernel.subroutines.items():  # the PrimFuncs it calls by GlobalVar
                 mutator.builder_.update_func(sub_gv, sub)
         args = [layer.data] + [relax.const(a) for a in kernel.constants]
         if layer.residual is not None:
