@@ -146,8 +146,8 @@ def _compaction(layout: ActSparseLayout) -> str:
 @dataclass(frozen=True)
 class Fallback:
     """The kernel an activation-sparse conv runs instead when its input has fewer zeros than
-    ``min_zeros`` (counted at run time, over the batch): a private PrimFunc of the module
-    (``tvm_compat.as_subroutine``), called with the conv's data, its own constant arguments
+    ``min_zeros`` (counted at run time, over the batch): another PrimFunc of the module, called
+    by its GlobalVar (``tvm_compat.as_subroutine``) with the conv's data, its own constant arguments
     (``constants``: their shapes and dtypes, passed after the conv's weight and bias), the
     residual, the output and the ``workspaces`` it needs (``(elements, dtype)`` each; this
     kernel allocates them)."""
@@ -242,8 +242,8 @@ def main(data: T.Buffer(({n}, {c}, {spec.height}, {spec.width}), "float32"), wei
 
 
 def _with_fallback(sparse: str, layout: ActSparseLayout, fallback: Fallback, has_residual: bool) -> str:
-    """``sparse`` (the kernel's statements) behind a count of the input's nonzeros: above
-    ``fallback.max_nonzeros`` of them, the fallback kernel runs on the same arguments instead."""
+    """``sparse`` (the kernel's statements) behind a count of the input's nonzeros: with more
+    than a ``1 - fallback.min_zeros`` fraction of them, the fallback kernel runs instead."""
     spec, lanes = layout.spec, layout.lanes
     size = spec.batch * spec.in_channels * spec.height * spec.width
     whole = size // lanes * lanes
@@ -285,6 +285,7 @@ def act_sparse_conv2d(layout: ActSparseLayout, act: str = "none", has_residual: 
     script = act_sparse_conv2d_script(layout, act, has_residual, fallback)
     if fallback is None:
         return tvm.script.from_source(script)
+
     def call(*args):  # typed: an untyped call failed to build once the callee had a global symbol
         return tvm.ir.Call(fallback.func, list(args), ret_ty="int32")
 
