@@ -55,7 +55,7 @@ def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
     spec = conv_spec(layer)
     kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes, (knobs or {}).get("oc_block"))
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
-    view = None
+    view, prefetch_rows = None, 0
     if kind == Compute.CONV2D_POINTWISE:  # ow_tile: pixels per register tile, oc_block: channels
         inputs, out = conv_ops.conv2d_pointwise(spec, oc_tile=oc_block, columns=ow_tile, **flags)
         weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
@@ -64,13 +64,14 @@ def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
     elif kind == Compute.CONV2D_OC_BLOCKED:
         inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
         weight = conv_ops.pack_weight(layer.weight, oc_block)
+        prefetch_rows = x86_rules.weight_prefetch_rows(spec, lanes, ow_tile, oc_block)
     else:
         inputs, out = conv_ops.conv2d_spatial(spec, ow_tile=ow_tile, **flags)
         weight = layer.weight
     func = te.create_prim_func(inputs + [out]).with_attrs(
         {KERNEL_ATTR: kind, "fscnn.ow_tile": ow_tile, "fscnn.oc_block": oc_block,
          "fscnn.out_width": spec.out_width, "fscnn.max_ow_tile": x86_rules.max_ow_tile(lanes, oc_block),
-         "op_pattern": OPAQUE})
+         "fscnn.prefetch_rows": prefetch_rows, "op_pattern": OPAQUE})
     constants = [weight] + ([layer.bias] if layer.bias is not None else [])
     key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items())))
     return Kernel(func, constants, key, f"fscnn_{kind}", view)

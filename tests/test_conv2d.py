@@ -152,3 +152,76 @@ def test_fast_exp_and_silu_numerics():
     expected = torch.nn.functional.silu(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(silu, expected, rtol=2e-6, atol=1e-30)  # NaN == NaN here
     assert np.isnan(silu[-6]) and silu[-5] == np.inf and np.isnan(silu[-4])  # NaN, inf, -inf
+
+
+_RESIDUAL = object()  # the kernel builder only asks whether the layer has a residual input
+PREFETCH_CASES = [  # (cin, cout, k, hw, act, bias, residual): weights over half of L2 on maps of few rows
+    pytest.param(960, 160, 1, 7, "relu6", True, True, id="1x1-7x7-residual"),
+    pytest.param(256, 256, 3, 7, "relu", False, False, id="3x3-7x7-padded"),
+    pytest.param(200, 150, 3, 5, "none", True, False, id="3x3-5x5-oc150"),
+]
+
+
+def _oc_blocked_kernel(target, cin, cout, k, hw, act, bias, residual, batch=1):
+    from fscnn_tvm import kernels, kinds
+    from fscnn_tvm.layer import conv_layer
+
+    rng = np.random.default_rng(0)
+    spec = Conv2dSpec(batch, cin, hw, hw, cout, (k, k), padding=(k // 2,) * 4)
+    w = (rng.standard_normal((cout, cin, k, k)) * 0.05).astype("float32")
+    layer = conv_layer(spec, w, act=act)
+    layer.bias = rng.standard_normal(cout).astype("float32") if bias else None
+    layer.residual = _RESIDUAL if residual else None
+    return layer, w, kernels.build_kernel(layer, kinds.DENSE, target)
+
+
+@pytest.mark.parametrize("mcpu", ["znver3", "znver4"])
+@pytest.mark.parametrize("cin,cout,k,hw,act,bias,residual", PREFETCH_CASES)
+def test_weight_prefetch_keeps_the_result(mcpu, cin, cout, k, hw, act, bias, residual):
+    """On maps of few rows the oc_blocked conv prefetches the next channel block's weights
+    (RESULTS.md, session 13): the prefetch is in the scheduled function, and its output equals
+    the one without it bit for bit and torch's within tolerance, with each epilogue."""
+    import tvm
+
+    from fscnn_tvm import fast_math, targets
+    from fscnn_tvm.schedules import schedule_func
+    from fscnn_tvm.testing import TOLERANCE, relative_error
+
+    target = targets.parse({"kind": "llvm", "mcpu": mcpu})
+    layer, w, kernel = _oc_blocked_kernel(target, cin, cout, k, hw, act, bias, residual)
+    assert kernel.func.attrs[KERNEL_ATTR] == Compute.CONV2D_OC_BLOCKED
+    assert int(kernel.func.attrs["fscnn.prefetch_rows"]) == hw
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(layer.in_shape).astype("float32")
+    res = rng.standard_normal(layer.out_shape).astype("float32") if residual else None
+    outputs = []
+    for rows in (hw, 0):
+        scheduled = schedule_func(kernel.func.with_attr("fscnn.prefetch_rows", rows), target)
+        assert ("llvm.prefetch" in scheduled.script()) == bool(rows)
+        lib = fast_math.compile(kernel.module(scheduled), target)
+        args = [tvm.runtime.tensor(a) for a in
+                [x, *kernel.constants] + ([res] if residual else []) + [np.zeros(layer.out_shape, "float32")]]
+        lib(*args)
+        outputs.append(args[-1].numpy())
+    assert np.array_equal(outputs[0], outputs[1])
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                     torch.from_numpy(layer.bias) if bias else None, padding=k // 2)
+    if residual:
+        ref = ref + torch.from_numpy(res)
+    ref = {"relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0, 6), "none": lambda t: t}[act](ref)
+    assert relative_error(outputs[0], ref.numpy()) <= TOLERANCE
+
+
+def test_weight_prefetch_rule():
+    """Prefetch only at batch 1, on maps of few rows, with weights over half of L2 and more than
+    one channel block."""
+    from fscnn_tvm import targets
+
+    target = targets.parse({"kind": "llvm", "mcpu": "znver4"})
+    rows = lambda **kw: int(_oc_blocked_kernel(target, **{**dict(act="relu", bias=True, residual=False), **kw})[2]  # noqa: E731
+                            .func.attrs["fscnn.prefetch_rows"])
+    assert rows(cin=960, cout=160, k=1, hw=7) == 7
+    assert rows(cin=960, cout=160, k=1, hw=7, batch=2) == 0
+    assert rows(cin=1024, cout=256, k=1, hw=14) == 0  # 28 tiles: each block's weights stay in L2 long enough
+    assert rows(cin=96, cout=160, k=1, hw=7) == 0  # 61 KB of weights: in L2 from the last run
+    assert rows(cin=512, cout=32, k=3, hw=7) == 0  # one channel block: nothing to prefetch

@@ -9,6 +9,9 @@ vectorised, the epilogue (bias, residual, activation) runs on the tile while it 
 """
 from __future__ import annotations
 
+import re
+
+import tvm
 from tvm import s_tir, tirx
 
 from fscnn_tvm.kinds import Compute, compute_of
@@ -87,6 +90,54 @@ def schedule_oc_blocked(sch: s_tir.Schedule, ow_tile: int) -> s_tir.Schedule:
     _finish_tile(sch, conv, xo, rc)
     schedule_pad(sch)
     return sch
+
+
+LINE_FLOATS = 16  # floats per 64-byte cache line
+
+
+def with_weight_prefetch(func: tirx.PrimFunc, rows: int) -> tirx.PrimFunc:
+    """``func`` (a scheduled ``oc_blocked`` conv) with a software prefetch of the next output-
+    channel block's weights spread over the current block's ``rows`` output rows.
+
+    At batch 1 a layer's weights were evicted since its last run, so they come from L3 or DRAM;
+    the first row of a channel block reads them at ~18 bytes a cycle (2 vectors per 14 FMAs),
+    several times what one core streams from DRAM, and the remaining rows find them in L2. On
+    maps of few rows the kernel waits on DRAM for most of its first row: 320->1280 1x1 @7 took
+    0.219 ms with cold weights against 0.157 with weights in L3. Each reduction step of row
+    ``y`` now prefetches the line of block ``cb + 1`` at ``(y * steps + step) / rows`` of its
+    length, so the next block arrives while this one computes (0.159 ms cold; RESULTS.md,
+    issue 15). TVM has no prefetch schedule primitive for CPUs: the statement is inserted in
+    the scheduled function's TVMScript and the function read back; ``func`` is returned as it
+    was where its loop nest is not the one ``schedule_oc_blocked`` makes. A MetaSchedule
+    record replayed from a tuning log is used as it was tuned, without the prefetch.
+    """
+    text = func.script()
+    weight = re.search(r"weight: T\.Buffer\(\((\d+), (\d+), (\d+), (\d+), (\d+)\), \"float32\"\)", text)
+    if weight is None:
+        return func
+    ocb, icg, kh, kw, lanes = (int(d) for d in weight.groups())
+    grid = re.search(rf"\n( *)for rc, ry, rx in T\.grid\({icg}, {kh}, {kw}\):\n", text)
+    root = '    # with T.sblock("root"):\n'
+    if grid is None or root not in text:
+        return func
+    # the (batch, block, row) loop around the reduction; a padded conv has the pad's loop before it
+    fused = ([None] + list(re.finditer(r"for (\w+) in T\.parallel\((\d+)\):", text[:grid.start()])))[-1]
+    if fused is None:
+        return func
+    steps, total = icg * kh * kw, ocb * icg * kh * kw * lanes
+    var, indent = fused.group(1), grid.group(1) + "    "
+    nxt = f"({var} // {rows} % {ocb} + 1) % {ocb} * {steps * lanes}"
+    at = f"(({var} % {rows}) * {steps} + (rc * {kh} + ry) * {kw} + rx) * {lanes} // {rows}"
+    lines = max(1, -(-lanes // (rows * LINE_FLOATS)))
+    stmts = "".join(
+        f"{indent}T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", T.address_of("
+        f"fscnn_weight_flat[T.min({nxt} + {at} + {j * LINE_FLOATS}, {total - 1})]), 0, 3, 1))\n"
+        for j in range(lines))
+    text = text[:grid.end()] + stmts + text[grid.end():]
+    text = text.replace(root, f'    fscnn_weight_flat = T.decl_buffer(({total},), "float32", data=weight.data)\n', 1)
+    from tvm.script import tirx as T  # noqa: PLC0415, N812
+
+    return tvm.script.from_source(text, extra_vars={"T": T})
 
 
 def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Schedule:
@@ -176,6 +227,8 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
         schedule_pointwise(sch, ow_tile, lanes)
     elif kernel == Compute.CONV2D_OC_BLOCKED:
         schedule_oc_blocked(sch, ow_tile)
+        if func.attrs.get("fscnn.prefetch_rows"):
+            return with_weight_prefetch(sch.mod["main"], int(func.attrs["fscnn.prefetch_rows"]))
     else:
         schedule_spatial(sch, ow_tile, lanes)
     return sch.mod["main"]

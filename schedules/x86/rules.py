@@ -91,6 +91,25 @@ def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None) -> tupl
     return Compute.CONV2D_OC_BLOCKED, best, oc_block
 
 
+PREFETCH_MAX_TILES = 16  # register tiles per channel block up to which weights are prefetched
+
+
+def weight_prefetch_rows(spec: Conv2dSpec, lanes: int, ow_tile: int, oc_block: int) -> int:
+    """Output rows over which an ``oc_blocked`` conv prefetches the next channel block's weights
+    (``schedules/x86/conv2d.with_weight_prefetch``), 0 for none: where few register tiles sweep
+    each block's weights (at most :data:`PREFETCH_MAX_TILES`: maps of few rows, whose first row
+    would otherwise wait on DRAM) and the weights do not stay in L2 between two runs of a model
+    (more than half of it). Batch 1 only: the fused row loop spans one image. Measured with
+    DRAM-cold caches (RESULTS.md, session 13): 1.2-1.6x on 1x1 layers at 7x7 (7 tiles a block),
+    0.8-1.0x at 14x14 (28 tiles: the weights stay in L2 over enough rows to hide the first)."""
+    tiles = spec.out_height * -(-spec.out_width // ow_tile)
+    weight_bytes = 4 * spec.in_channels // spec.groups * spec.kernel[0] * spec.kernel[1] * \
+        -(-spec.out_channels // oc_block) * oc_block
+    if spec.batch != 1 or spec.out_channels <= oc_block or tiles > PREFETCH_MAX_TILES or weight_bytes <= L2_BYTES.get(lanes, L2_BYTES[8]) // 2:
+        return 0
+    return spec.out_height
+
+
 WINOGRAD_TILES = (2, 4)  # ascending: the plan prefers the smaller tile on a near tie. F(6x6) compiles
 # ~10x slower and measured slower here (RESULTS.md)
 # L2 per core of the machines the rules were measured on: Zen 4/5 (AVX-512) 1 MB, Zen 3 (AVX2) 512 KB
