@@ -55,7 +55,7 @@ def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
     spec = conv_spec(layer)
     kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes, (knobs or {}).get("oc_block"))
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
-    view, prefetch_rows = None, 0
+    view, prefetch_rows, row_loop = None, 0, False
     if kind == Compute.CONV2D_POINTWISE:  # ow_tile: pixels per register tile, oc_block: channels
         inputs, out = conv_ops.conv2d_pointwise(spec, oc_tile=oc_block, columns=ow_tile, **flags)
         weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
@@ -66,14 +66,16 @@ def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
         weight = conv_ops.pack_weight(layer.weight, oc_block)
         prefetch_rows = x86_rules.weight_prefetch_rows(spec, lanes, ow_tile, oc_block)
     else:
-        inputs, out = conv_ops.conv2d_spatial(spec, ow_tile=ow_tile, **flags)
+        row_loop = x86_rules.depthwise_row_loop(spec, lanes)
+        ow_tile = spec.out_width if row_loop else ow_tile
+        inputs, out = conv_ops.conv2d_spatial(spec, ow_tile=ow_tile, deinterleave=not row_loop, **flags)
         weight = layer.weight
     func = te.create_prim_func(inputs + [out]).with_attrs(
         {KERNEL_ATTR: kind, "fscnn.ow_tile": ow_tile, "fscnn.oc_block": oc_block,
          "fscnn.out_width": spec.out_width, "fscnn.max_ow_tile": x86_rules.max_ow_tile(lanes, oc_block),
-         "fscnn.prefetch_rows": prefetch_rows, "op_pattern": OPAQUE})
+         "fscnn.prefetch_rows": prefetch_rows, "fscnn.row_loop": int(row_loop), "op_pattern": OPAQUE})
     constants = [weight] + ([layer.bias] if layer.bias is not None else [])
-    key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items())))
+    key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items()))) + (("row_loop",) if row_loop else ())
     return Kernel(func, constants, key, f"fscnn_{kind}", view)
 
 

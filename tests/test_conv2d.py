@@ -225,3 +225,45 @@ def test_weight_prefetch_rule():
     assert rows(cin=1024, cout=256, k=1, hw=14) == 0  # 28 tiles: each block's weights stay in L2 long enough
     assert rows(cin=96, cout=160, k=1, hw=7) == 0  # 61 KB of weights: in L2 from the last run
     assert rows(cin=512, cout=32, k=3, hw=7) == 0  # one channel block: nothing to prefetch
+
+
+ROW_LOOP_CASES = [  # (cin, cout, stride, pad, dilation, shape, kwargs): input rows of >= 6 vectors
+    pytest.param(12, 12, 2, 1, 1, (2, 12, 9, 101), {"bn": True, "act": "relu6"}, id="stride2-odd-batch2"),
+    pytest.param(10, 10, 1, 2, 2, (1, 10, 7, 98), {"residual": True, "act": "none"}, id="dilation2-residual"),
+    pytest.param(8, 8, 3, 1, 1, (1, 8, 5, 113), {"bias": False}, id="stride3-nobias"),
+    pytest.param(8, 16, 2, 1, 1, (1, 8, 6, 100), {}, id="multiplier2"),
+]
+
+
+@pytest.mark.parametrize("mcpu", ["znver3", "znver4"])
+@pytest.mark.parametrize("cin,cout,stride,pad,dil,shape,kw", ROW_LOOP_CASES)
+def test_depthwise_row_loop_matches_torch(compare, mcpu, cin, cout, stride, pad, dil, shape, kw):
+    """3x3 depthwise convs on wide rows run as LLVM-vectorised row loops with the padding
+    inlined (schedules/x86/conv2d.schedule_spatial_rows): strides 1-3, dilation, odd widths,
+    a channel multiplier, batch 2, each epilogue."""
+    from fscnn_tvm import kernels, kinds, targets
+    from fscnn_tvm.layer import conv_layer
+
+    target = {"kind": "llvm", "mcpu": mcpu}
+    spec = Conv2dSpec(shape[0], cin, shape[2], shape[3], cout, (3, 3), stride=(stride, stride),
+                      padding=(pad,) * 4, dilation=(dil, dil), groups=cin)
+    kernel = kernels.build_kernel(conv_layer(spec, np.ones((cout, 1, 3, 3), "float32")), kinds.DENSE,
+                                  targets.parse(target))
+    assert kernel.func.attrs[KERNEL_ATTR] == Compute.CONV2D_SPATIAL and int(kernel.func.attrs["fscnn.row_loop"])
+    compare(randomize_(conv_block(cin, cout, 3, stride, pad, dil, cin, **kw)), shape, target=target)
+
+
+def test_depthwise_row_loop_rule():
+    """Row loops for 3x3 depthwise convs on input rows of 6 vectors or more, by the target's
+    vector width; tiles for 5x5 kernels, narrower rows and convs of several channels a group."""
+    from fscnn_tvm.schedules.x86.rules import depthwise_row_loop
+
+    def dw(c, hw, k=3, stride=1, groups=None):
+        return Conv2dSpec(1, c, hw, hw, c, (k, k), stride=(stride, stride), padding=(k // 2,) * 4,
+                          groups=groups or c)
+
+    assert depthwise_row_loop(dw(96, 112, stride=2), 16) and depthwise_row_loop(dw(96, 112, stride=2), 8)
+    assert depthwise_row_loop(dw(144, 56), 8) and not depthwise_row_loop(dw(144, 56), 16)
+    assert not depthwise_row_loop(dw(192, 28), 8)
+    assert not depthwise_row_loop(dw(72, 112, k=5), 16)
+    assert not depthwise_row_loop(dw(64, 112, groups=32), 16)  # two input channels a group

@@ -190,20 +190,22 @@ def conv2d_oc_blocked(spec: Conv2dSpec, *, oc_block: int, ow_tile: int, act: str
 
 
 def conv2d_spatial(spec: Conv2dSpec, *, ow_tile: int, act: str = "none", has_bias: bool = False,
-                   has_residual: bool = False):
+                   has_residual: bool = False, deinterleave: bool = True):
     """TE tensors of the width-vectorised conv, for any groups (depthwise included).
 
     Weight is plain OIHW ``[OC, ICg, KH, KW]``. The output is computed over ``OWp`` columns and
-    cropped by the epilogue. Inputs in call order: ``data, weight[, bias][, residual]``.
+    cropped by the epilogue. Inputs in call order: ``data, weight[, bias][, residual]``. A
+    strided conv reads a column-de-interleaved padded copy unless ``deinterleave`` is false (the
+    row-loop schedule, whose strided reads LLVM's loop vectoriser turns into shuffles).
     """
     icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     inputs, bias, residual, xp, (rc, ry, rx), owp = _conv_tensors(
         spec, ow_tile, (spec.out_channels, icg, *spec.kernel), has_bias, has_residual)
     weight = inputs[1]
-    if sw == 1:
+    if sw == 1 or not deinterleave:
         def tap(b, ch, y, x, rx):
-            return xp[b, ch, y, x + rx * dw]
+            return xp[b, ch, y, x * sw + rx * dw]
     else:  # padded column x * sw + rx * dw is column x + rx * dw // sw of phase rx * dw % sw
         hp, wp = int(xp.shape[2]), int(xp.shape[3])
         xp = deinterleaved_padded_input(inputs[0], hp, sw, -(-wp // sw), spec.padding[0],

@@ -166,6 +166,28 @@ def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Sch
     return sch
 
 
+def schedule_spatial_rows(sch: s_tir.Schedule) -> s_tir.Schedule:
+    """A depthwise conv as plain loops (``rules.depthwise_row_loop``): (image, channel) planes
+    in parallel, rows, columns, the kernel's taps unrolled and the epilogue inside the column
+    loop. The zero padding is inlined and its bounds checks split off the interior rows and
+    columns by loop partitioning; LLVM's loop vectoriser vectorises the column loop (a stride-2
+    tap becomes two vector loads and a permute, an interleaved access group)."""
+    pad = _pad_block(sch)
+    if pad is not None:
+        sch.compute_inline(pad)
+    conv = sch.get_sblock("conv")
+    n, c, y, x, rc, ry, rx = sch.get_loops(conv)
+    sch.parallel(sch.fuse(n, c))
+    for loop in (rc, ry, rx):
+        sch.unroll(loop)
+    sch.annotate(y, PARTITION, 1)
+    sch.annotate(x, PARTITION, 1)
+    sch.reverse_compute_at(sch.get_sblock("out"), x)
+    sch.set_scope(conv, 0, "global")
+    sch.decompose_reduction(conv, rc)
+    return sch
+
+
 def pointwise_tiles(sch: s_tir.Schedule, columns: int, lanes: int):
     """The pointwise GEMM's loop nest: (image, pixel block, channel block, reduction) outside
     the register tile (``oc_tile`` channels unrolled x ``columns`` pixels in vectors). Returns
@@ -229,6 +251,8 @@ def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
         schedule_oc_blocked(sch, ow_tile)
         if func.attrs.get("fscnn.prefetch_rows"):
             return with_weight_prefetch(sch.mod["main"], int(func.attrs["fscnn.prefetch_rows"]))
+    elif func.attrs.get("fscnn.row_loop"):
+        schedule_spatial_rows(sch)
     else:
         schedule_spatial(sch, ow_tile, lanes)
     return sch.mod["main"]

@@ -91,6 +91,23 @@ def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None) -> tupl
     return Compute.CONV2D_OC_BLOCKED, best, oc_block
 
 
+ROW_LOOP_MIN_VECTORS = 6  # input-row vectors from which a 3x3 depthwise conv runs as a row loop
+
+
+def depthwise_row_loop(spec: Conv2dSpec, lanes: int) -> bool:
+    """Whether a ``conv2d_spatial`` conv (one input channel per group: depthwise) runs as a plain
+    loop over each output row that LLVM's loop vectoriser vectorises, its zero padding inlined
+    and split off by loop partitioning (``schedules/x86/conv2d.schedule_spatial_rows``), in place
+    of TVM-vectorised row tiles over a padded (strided: de-interleaved) plane copy. Pays for
+    3x3 kernels on input rows of :data:`ROW_LOOP_MIN_VECTORS` vectors or more, where the plane
+    copy costs as much as the conv (a strided tap becomes two loads and a permute per vector).
+    Measured (RESULTS.md, session 13): Zen 5 (AVX-512) 96@112 stride 2 1.48x, 32@112 and
+    144@56 a tie; AVX2 96@112/2 1.85x, 144@56/2 1.20x, 32@112 2.47x, 144@56 1.98x. Narrower
+    rows lose (192@28: 0.93x AVX2, 0.63x AVX-512) and so do 5x5 kernels (0.3-0.98x)."""
+    return (spec.in_channels == spec.groups and spec.kernel[0] * spec.kernel[1] <= 9
+            and spec.width >= ROW_LOOP_MIN_VECTORS * lanes)
+
+
 PREFETCH_MAX_TILES = 16  # register tiles per channel block up to which weights are prefetched
 
 
