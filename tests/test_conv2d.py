@@ -267,3 +267,30 @@ def test_depthwise_row_loop_rule():
     assert not depthwise_row_loop(dw(192, 28), 8)
     assert not depthwise_row_loop(dw(72, 112, k=5), 16)
     assert not depthwise_row_loop(dw(64, 112, groups=32), 16)  # two input channels a group
+
+
+@pytest.mark.parametrize("mcpu", ["znver3", "znver4"])
+@pytest.mark.parametrize("cin,stride,dil,shape,kw", [
+    pytest.param(12, 1, 1, (2, 12, 7, 7), {"residual": True, "act": "relu6"}, id="7x7-batch2-residual"),
+    pytest.param(7, 2, 1, (1, 7, 14, 14), {"bn": True}, id="stride2-seven-channels"),
+    pytest.param(20, 1, 2, (3, 20, 9, 11), {"bias": False, "act": "none"}, id="dilation2-batch3"),
+])
+def test_depthwise_small_planes_padded_in_groups(compare, mcpu, cin, stride, dil, shape, kw):
+    """Depthwise convs on small maps pad several planes before sweeping them (rules.pad_plane_
+    group; a group within one image): batch > 1, a prime channel count, stride, dilation."""
+    from fscnn_tvm.schedules.x86.rules import pad_plane_group
+
+    assert pad_plane_group(4 * (shape[2] + 2 * dil) * (shape[3] + 16), cin) > 1
+    compare(randomize_(conv_block(cin, cin, 3, stride, dil, dil, cin, **kw)), shape,
+            target={"kind": "llvm", "mcpu": mcpu})
+
+
+def test_pad_plane_group_rule():
+    """As many planes as fit 16 KB, at most 16, a divisor of the channel count; one large plane."""
+    from fscnn_tvm.schedules.x86.rules import pad_plane_group
+
+    assert pad_plane_group(648, 960) == 16  # 960@7: 9 x 18 floats
+    assert pad_plane_group(1152, 384) == 12  # 14 planes fit; 12 divides 384
+    assert pad_plane_group(4096, 192) == 4
+    assert pad_plane_group(648, 7) == 7
+    assert pad_plane_group(58 * 66 * 4, 144) == 1  # 56x56: one plane

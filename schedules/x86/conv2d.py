@@ -9,12 +9,15 @@ vectorised, the epilogue (bias, residual, activation) runs on the tile while it 
 """
 from __future__ import annotations
 
+import math
 import re
 
 import tvm
 from tvm import s_tir, tirx
 
 from fscnn_tvm.kinds import Compute, compute_of
+
+from .rules import pad_plane_group
 
 
 PARTITION = "pragma_loop_partition_hint"  # LoopPartition splits off the interior: no bounds checks
@@ -143,7 +146,8 @@ def with_weight_prefetch(func: tirx.PrimFunc, rows: int) -> tirx.PrimFunc:
 def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Schedule:
     """Depthwise convs pad each channel's plane right before its rows are swept (an L1/L2-sized
     buffer, in place of a padded copy of the whole map: ResNet/MobileNet maps at 112x112 are
-    several MB); other grouped convs pad the whole input first."""
+    several MB), small planes a group of them at a time (``rules.pad_plane_group``); other
+    grouped convs pad the whole input first."""
     conv = sch.get_sblock("conv")
     n, c, y, x, rc, ry, rx = sch.get_loops(conv)
     xo, xm, xi = sch.split(x, [None, ow_tile // lanes, lanes])
@@ -158,11 +162,15 @@ def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Sch
         _finish_tile(sch, conv, xo, rc)
         schedule_pad(sch)
         return sch
+    shape = [int(iv.dom.extent) for iv in sch.get(pad).iter_vars]  # the padded buffer's
+    planes = pad_plane_group(4 * math.prod(shape[2:]), shape[1])  # a group within one image
     plane = sch.fuse(n, c)
+    if planes > 1:
+        plane, _ = sch.split(plane, [None, planes])
     sch.parallel(plane)
     _finish_tile(sch, conv, xo, rc)
     sch.compute_at(pad, plane)
-    _schedule_plane_pad(sch, _loops_below(sch, pad, plane))
+    _schedule_plane_pad(sch, _loops_below(sch, pad, plane)[2 - len(shape):])  # a plane's loops
     return sch
 
 

@@ -108,6 +108,23 @@ def depthwise_row_loop(spec: Conv2dSpec, lanes: int) -> bool:
             and spec.width >= ROW_LOOP_MIN_VECTORS * lanes)
 
 
+PAD_GROUP_BYTES = 16 << 10  # padded depthwise planes staged together: a third of a Zen 4/5 L1
+PAD_GROUP_MAX = 16
+
+
+def pad_plane_group(plane_bytes: int, planes: int) -> int:
+    """Padded planes a depthwise conv stages before sweeping them (a divisor of ``planes``, the
+    channels: a group within one image): as many as fit :data:`PAD_GROUP_BYTES`, up to :data:`PAD_GROUP_MAX`.
+    A plane padded right before its sweep is read back while its own stores are still in the
+    store queue, and a small plane's rows are stored in pieces (4 + 2 + 1 floats of a 7-wide
+    row) that no vector load can be forwarded from: each such load waits for the stores to
+    retire. Staged several planes ahead, the stores have retired. Zen 5: 960@7 0.0305 ->
+    0.0221 ms, 384@14 0.0244 -> 0.0163, 576@14 stride 2 0.0324 -> 0.0261; 192@28 (4 KB planes)
+    gains little and loses with more than 4 (RESULTS.md, session 13)."""
+    most = max(1, min(PAD_GROUP_MAX, PAD_GROUP_BYTES // max(1, plane_bytes)))
+    return max(g for g in range(1, most + 1) if planes % g == 0)
+
+
 PREFETCH_MAX_TILES = 16  # register tiles per channel block up to which weights are prefetched
 
 
