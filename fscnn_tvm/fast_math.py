@@ -16,6 +16,7 @@ import threading
 import tvm
 from tvm import tirx
 
+from . import targets
 from .ops.activations import fast_exp
 
 _TVM_EXP = tvm.ir.Op.get("tirx.exp").get_attr("llvm.FLowerIntrinsic")
@@ -44,6 +45,7 @@ def vector_exp():
 
 
 def compile(mod, target):  # noqa: A001 - tvm.compile with the vector exp
-    """``tvm.compile(mod, target)`` with float32 ``exp`` lowered to :func:`fast_exp`."""
+    """``tvm.compile(mod, target)`` with float32 ``exp`` lowered to :func:`fast_exp`, for the
+    LLVM flags of ``targets.codegen_target``."""
     with vector_exp():
-        return tvm.compile(mod, target)
+        return tvm.compile(mod, targets.codegen_target(targets.parse(target), mod))

@@ -15,6 +15,8 @@ from typing import Any, Union
 import tvm
 from tvm.target import codegen
 
+from .kinds import Compute, compute_of
+
 TargetLike = Union[str, dict, tvm.target.Target]
 
 DEFAULT_CUDA_ARCH = "sm_90"
@@ -51,6 +53,32 @@ def parse(target: TargetLike = "llvm") -> tvm.target.Target:
         return tvm.target.Target(target)
     except Exception as err:  # TVM raises its own error types for bad attributes
         raise ValueError(f"target: TVM rejected {target!r}: {str(err).splitlines()[-1]}") from None
+
+
+NO_GATHER = ("+prefer-no-gather", "+prefer-no-scatter")
+GATHER_KERNELS = (Compute.SPARSE_DENSE,)  # the CSR linear: LLVM gathers its input by column
+
+
+def codegen_target(target: tvm.target.Target, mod: tvm.IRModule | None = None) -> tvm.target.Target:
+    """The target LLVM compiles ``mod`` for: with AVX-512, told to prefer no gathers and
+    scatters unless ``mod`` has a CSR linear kernel.
+
+    LLVM's cost model rates AVX-512 gathers and scatters as cheap, so its loop vectoriser
+    vectorises a depthwise conv's de-interleaving padding loop over rows (a gather and a
+    scatter per vector) where the column loop is short: 192@28 stride 2 ran 0.064 ms on a Zen 5
+    core against 0.020 without them (and 0.027 with AVX2, which has no scatter); the
+    activation-sparse 3x3 conv runs 1.0-1.07x faster without. The CSR linear's nonzero loop
+    gathers its input by column index and is 1.05-1.34x faster with gathers (RESULTS.md,
+    session 13): a module with one keeps them (one LLVM target compiles a whole module)."""
+    if target.kind.name != "llvm" or not codegen.target_has_features("avx512f", target):
+        return target
+    if mod is not None and any(compute_of(f) in GATHER_KERNELS
+                               for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)):
+        return target
+    spec = {k: (list(v) if isinstance(v, (tuple, list, tvm.ir.Array)) else v) for k, v in target.export().items()}
+    mattr = [str(f) for f in spec.get("mattr") or []]
+    spec["mattr"] = mattr + [f for f in NO_GATHER if f not in mattr]
+    return tvm.target.Target(spec)
 
 
 def tag(target: tvm.target.Target) -> str:

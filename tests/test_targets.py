@@ -42,3 +42,45 @@ def test_caches_from_sysfs_and_for_other_cpus(tmp_path):
         assert targets.caches(cross) == targets.KNOWN_CACHES["znver3"]
     host = targets.caches(targets.parse("llvm"))
     assert 0 < host.l1 < host.l2 <= host.l3
+
+
+def test_codegen_target_prefers_no_gathers_with_avx512():
+    """AVX-512 modules compile with gathers and scatters discouraged, unless they hold a CSR
+    linear (its input is gathered by column); AVX2 and CUDA targets are left as they are. A
+    depthwise stride-2 conv on a small map then has no gather or scatter in its code, and still
+    matches torch."""
+    import numpy as np
+    import torch
+    import tvm
+
+    from fscnn_tvm import fast_math, kernels, kinds
+    from fscnn_tvm.layer import conv_layer, linear_layer
+    from fscnn_tvm.ops.conv2d import Conv2dSpec
+    from fscnn_tvm.schedules import schedule_func
+    from fscnn_tvm.testing import TOLERANCE, relative_error
+
+    avx512 = targets.parse({"kind": "llvm", "mcpu": "znver4"})
+    assert list(targets.codegen_target(avx512).attrs["mattr"]) == list(targets.NO_GATHER)
+    avx2 = targets.parse({"kind": "llvm", "mcpu": "znver3"})
+    assert targets.codegen_target(avx2) is avx2
+    cuda = targets.parse("cuda")
+    assert targets.codegen_target(cuda) is cuda
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 128)).astype("float32")
+    w[rng.random(w.shape) < 0.9] = 0
+    csr = kernels.build_kernel(linear_layer(1, w), kinds.CSR, avx512)
+    assert targets.codegen_target(avx512, csr.module()) is avx512
+
+    spec = Conv2dSpec(1, 24, 28, 28, 24, (3, 3), stride=(2, 2), padding=(1, 1, 1, 1), groups=24)
+    weight = rng.standard_normal((24, 1, 3, 3)).astype("float32")
+    layer = conv_layer(spec, weight, act="none")
+    kernel = kernels.build_kernel(layer, kinds.DENSE, avx512)
+    lib = fast_math.compile(kernel.module(schedule_func(kernel.func, avx512)), avx512)
+    asm = lib.mod.inspect_source("asm")
+    assert "vgather" not in asm and "vscatter" not in asm
+    x = rng.standard_normal(layer.in_shape).astype("float32")
+    args = [tvm.runtime.tensor(a) for a in [x, *kernel.constants, np.zeros(layer.out_shape, "float32")]]
+    lib(*args)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight), stride=2, padding=1, groups=24)
+    assert relative_error(args[-1].numpy(), ref.numpy()) <= TOLERANCE

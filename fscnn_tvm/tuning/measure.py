@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
+from .. import targets
 from ..tvm_compat import in_process_builder
 from .tasks import Task
 
@@ -88,7 +89,8 @@ def measure(candidates: list[tuple], target, runner, builder) -> list[float]:
     (inf when one fails to build or run)."""
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
 
-    built = builder.build([ms.builder.BuilderInput(tvm.IRModule({"main": f}), target) for f, _ in candidates])
+    mods = [tvm.IRModule({"main": f}) for f, _ in candidates]
+    built = builder.build([ms.builder.BuilderInput(m, targets.codegen_target(target, m)) for m in mods])
     inputs, where = [], []
     device = "cuda" if target.kind.name == "cuda" else "cpu"
     for i, (b, (_, info)) in enumerate(zip(built, candidates)):
