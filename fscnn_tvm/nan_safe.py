@@ -63,29 +63,32 @@ _NAN_MAX = te.comm_reducer(
     lambda dtype: tirx.min_value(dtype), name="nan_max")
 
 
+def max_pool2d(data: te.Tensor, kernel: tuple, stride: tuple, dilation: tuple, padding: tuple,
+               out_hw: tuple) -> te.Tensor:
+    """The NaN-keeping window max of ``data`` (NCHW float32; ``padding``: top, left). The padded
+    input is stored de-interleaved by column phase (``x = X * sw + phase``): for a stride-``sw``
+    pool, consecutive outputs then read consecutive addresses, so the schedule
+    (``schedules/x86/pool.py``) vectorises along the output row."""
+    (kh, kw), (sh, sw), (dh, dw), (top, left), (oh, ow) = kernel, stride, dilation, padding, out_hw
+    padded = deinterleaved_padded_input(data, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
+                                        ow + ((kw - 1) * dw) // sw, top, left, tirx.min_value("float32"))
+    ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
+    return te.compute((*data.shape[:2], oh, ow), lambda b, ch, i, j: _NAN_MAX(
+        padded[b, ch, i * sh + ry * dh, (rx * dw) % sw, j + (rx * dw) // sw], axis=[ry, rx]),
+        name="pool_max")
+
+
 def legalize_max_pool2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """``relax.nn.max_pool2d`` as a TE window max that propagates NaN (NCHW, float32); anything
-    else gets TVM's own legalisation."""
+    """``relax.nn.max_pool2d`` as :func:`max_pool2d`, a TE window max that propagates NaN (NCHW,
+    float32); anything else gets TVM's own legalisation."""
     from tvm.relax.transform.legalize_ops.nn import _nn_max_pool2d  # noqa: PLC0415 - TVM's default
 
     a = call.attrs
     x = call.args[0]
     if str(a.layout) != "NCHW" or str(a.out_layout) != "NCHW" or not _float32(x):
         return _nn_max_pool2d(bb, call)
-    (kh, kw), (sh, sw), (dh, dw) = ([int(v) for v in t] for t in (a.pool_size, a.strides, a.dilation))
-    top, left = int(a.padding[0]), int(a.padding[1])
-    oh, ow = int(call.ty.shape[2]), int(call.ty.shape[3])
-
-    def pool(data):
-        """The padded input is stored de-interleaved by column phase (``x = X * sw + phase``):
-        for a stride-``sw`` pool, consecutive outputs then read consecutive addresses, so the
-        schedule (``schedules/x86/pool.py``) vectorises along the output row."""
-        padded = deinterleaved_padded_input(data, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
-                                            ow + ((kw - 1) * dw) // sw, top, left, tirx.min_value("float32"))
-        ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
-        return te.compute((*data.shape[:2], oh, ow), lambda b, ch, i, j: _NAN_MAX(
-            padded[b, ch, i * sh + ry * dh, (rx * dw) % sw, j + (rx * dw) // sw], axis=[ry, rx]),
-            name="pool_max")
-
-    return bb.call_te(pool, x, primfunc_name_hint="max_pool2d_nan",
+    window = [tuple(int(v) for v in t) for t in (a.pool_size, a.strides, a.dilation)]
+    padding = (int(a.padding[0]), int(a.padding[1]))
+    out_hw = (int(call.ty.shape[2]), int(call.ty.shape[3]))
+    return bb.call_te(lambda data: max_pool2d(data, *window, padding, out_hw), x, primfunc_name_hint="max_pool2d_nan",
                       primfunc_attrs={KERNEL_ATTR: Compute.MAX_POOL2D, "op_pattern": OPAQUE})

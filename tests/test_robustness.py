@@ -286,3 +286,17 @@ def test_max_pool_matches_torch_with_and_without_nan(pool):
     assert relative_error(compiled(x), torch_reference(model, x)) <= TOLERANCE
     x[0, 1, 5, 6] = np.nan
     assert np.array_equal(np.isnan(compiled(x)), np.isnan(torch_reference(model, x)))
+
+
+@pytest.mark.parametrize("mcpu", ["znver3", "znver4"])
+@pytest.mark.parametrize("shape", [(2, 5, 9, 15), (1, 3, 70, 66)], ids=["batch2-small-planes", "large-planes"])
+def test_max_pool_padded_per_plane_group(mcpu, shape):
+    """The pool pads its planes a group at a time (small planes several, a group within one
+    image; large planes one each), for both vector widths, with NaN kept."""
+    model = nn.Sequential(nn.Conv2d(shape[1], shape[1], 1), nn.MaxPool2d(3, 2, padding=1)).eval()
+    compiled = fscnn_tvm.compile(model, shape, target={"kind": "llvm", "mcpu": mcpu})
+    x = random_input(shape)
+    x[-1, -1, 4, 7] = np.nan
+    out, ref = compiled(x), torch_reference(model, x)
+    assert np.array_equal(np.isnan(out), np.isnan(ref))
+    assert relative_error(np.nan_to_num(out), np.nan_to_num(ref)) <= TOLERANCE

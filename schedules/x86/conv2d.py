@@ -162,16 +162,30 @@ def schedule_spatial(sch: s_tir.Schedule, ow_tile: int, lanes: int) -> s_tir.Sch
         _finish_tile(sch, conv, xo, rc)
         schedule_pad(sch)
         return sch
+    plane = plane_groups(sch, pad, n, c)
+    _finish_tile(sch, conv, xo, rc)
+    pad_per_plane(sch, pad, plane)
+    return sch
+
+
+def plane_groups(sch: s_tir.Schedule, pad, n, c):
+    """The parallel loop over groups of (image, channel) planes (``rules.pad_plane_group``; a
+    group within one image) of the consumer of ``pad`` whose loops ``n, c`` are outermost."""
     shape = [int(iv.dom.extent) for iv in sch.get(pad).iter_vars]  # the padded buffer's
-    planes = pad_plane_group(4 * math.prod(shape[2:]), shape[1])  # a group within one image
+    planes = pad_plane_group(4 * math.prod(shape[2:]), shape[1])
     plane = sch.fuse(n, c)
     if planes > 1:
         plane, _ = sch.split(plane, [None, planes])
     sch.parallel(plane)
-    _finish_tile(sch, conv, xo, rc)
+    return plane
+
+
+def pad_per_plane(sch: s_tir.Schedule, pad, plane) -> None:
+    """The padding stage computed per group of planes, under ``plane`` (from
+    :func:`plane_groups`): an L1/L2-sized buffer in place of a padded copy of the whole map."""
+    rank = len(sch.get(pad).iter_vars)
     sch.compute_at(pad, plane)
-    _schedule_plane_pad(sch, _loops_below(sch, pad, plane)[2 - len(shape):])  # a plane's loops
-    return sch
+    _schedule_plane_pad(sch, _loops_below(sch, pad, plane)[2 - rank:])  # a plane's loops
 
 
 def schedule_spatial_rows(sch: s_tir.Schedule) -> s_tir.Schedule:
