@@ -156,6 +156,8 @@ def host_caches(root: str = _SYSFS_CACHE) -> Caches | None:
     try:
         for index in sorted(os.listdir(root)):
             path = os.path.join(root, index)
+            if not (index.startswith("index") and os.path.isdir(path)):
+                continue  # the kernel also puts a ``uevent`` file here
             with open(os.path.join(path, "level")) as f:
                 level = int(f.read())
             with open(os.path.join(path, "type")) as f:

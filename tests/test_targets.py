@@ -35,6 +35,7 @@ def test_caches_from_sysfs_and_for_other_cpus(tmp_path):
         (folder / "level").write_text(f"{level}\n")
         (folder / "type").write_text(f"{kind}\n")
         (folder / "size").write_text(f"{size}\n")
+    (tmp_path / "uevent").write_text("")  # as Linux has it beside the index folders
     assert targets.host_caches(str(tmp_path)) == targets.Caches(48 << 10, 1 << 20, 32 << 20)
     assert targets.host_caches(str(tmp_path / "missing")) is None
     cross = targets.parse({"kind": "llvm", "mcpu": "znver3"})
