@@ -51,16 +51,20 @@ class Kernel:
         return self.view or (layer.in_shape, layer.out_shape)
 
 
-def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
+def _dense_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = None) -> Kernel:
     spec = conv_spec(layer)
+    lanes = targets.vector_lanes(target)
     kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes, (knobs or {}).get("oc_block"))
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
-    view, prefetch_rows, row_loop = None, 0, False
+    view, prefetch_rows, row_loop, chunk = None, 0, False, 0
     if kind == Compute.CONV2D_POINTWISE:  # ow_tile: pixels per register tile, oc_block: channels
         inputs, out = conv_ops.conv2d_pointwise(spec, oc_tile=oc_block, columns=ow_tile, **flags)
         weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
         n, oc, pixels = spec.batch, spec.out_channels, spec.height * spec.width
         view = ((n, spec.in_channels, pixels), (n, oc, pixels))
+        caches = targets.caches(target)
+        chunk = x86_rules.pointwise_chunk(spec, ow_tile, oc_block, caches.l1, caches.l2,
+                                          str(target.attrs.get("mcpu", "")))
     elif kind == Compute.CONV2D_OC_BLOCKED:
         inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
         weight = conv_ops.pack_weight(layer.weight, oc_block)
@@ -73,9 +77,11 @@ def _dense_conv(layer: Layer, lanes: int, knobs: dict | None = None) -> Kernel:
     func = te.create_prim_func(inputs + [out]).with_attrs(
         {KERNEL_ATTR: kind, "fscnn.ow_tile": ow_tile, "fscnn.oc_block": oc_block,
          "fscnn.out_width": spec.out_width, "fscnn.max_ow_tile": x86_rules.max_ow_tile(lanes, oc_block),
-         "fscnn.prefetch_rows": prefetch_rows, "fscnn.row_loop": int(row_loop), "op_pattern": OPAQUE})
+         "fscnn.prefetch_rows": prefetch_rows, "fscnn.row_loop": int(row_loop), "fscnn.pixel_chunk": chunk,
+         "op_pattern": OPAQUE})
     constants = [weight] + ([layer.bias] if layer.bias is not None else [])
-    key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items()))) + (("row_loop",) if row_loop else ())
+    key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items()))) + (("row_loop",) if row_loop else ()) \
+        + ((("pixel_chunk", chunk),) if chunk else ())
     return Kernel(func, constants, key, f"fscnn_{kind}", view)
 
 
@@ -241,7 +247,7 @@ def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict
     lanes = targets.vector_lanes(target)
     parsed = kinds.Kind.parse(kind)
     if parsed.family == "dense":
-        return _dense_conv(layer, lanes, knobs) if layer.op == "conv2d" else _dense_linear(layer, lanes)
+        return _dense_conv(layer, target, knobs) if layer.op == "conv2d" else _dense_linear(layer, lanes)
     if parsed.family == "winograd" and layer.op == "conv2d":
         return _winograd_conv(layer, parsed.rows, lanes, knobs)
     if parsed.family == "actsparse":

@@ -294,3 +294,34 @@ def test_pad_plane_group_rule():
     assert pad_plane_group(4096, 192) == 4
     assert pad_plane_group(648, 7) == 7
     assert pad_plane_group(58 * 66 * 4, 144) == 1  # 56x56: one plane
+
+
+def test_pointwise_chunk_rule():
+    """The chunked pointwise order: widening layers or large output buffers, not on AMD cores,
+    chunks of whole tiles whose input fits half of L2."""
+    from fscnn_tvm.schedules.x86.rules import pointwise_chunk
+
+    widen = Conv2dSpec(1, 64, 56, 56, 256, (1, 1))  # 49 tiles of 64 pixels
+    assert pointwise_chunk(widen, 64, 6, 48 << 10, 2 << 20, "rocketlake") == 49
+    assert pointwise_chunk(widen, 64, 6, 48 << 10, 2 << 20, "znver5") == 0
+    narrow = Conv2dSpec(1, 256, 56, 56, 64, (1, 1))
+    assert pointwise_chunk(narrow, 64, 6, 48 << 10, 2 << 20, "rocketlake") == 0
+    deep = Conv2dSpec(1, 1024, 16, 16, 256, (1, 1))
+    chunk = pointwise_chunk(deep, 64, 6, 48 << 10, 1 << 20, "haswell")  # 1 MB L2: 2 of 4 tiles
+    assert chunk == 2 and 4 * 1024 * 64 * chunk <= 512 << 10
+
+
+@pytest.mark.parametrize("cin, cout, shape", [(16, 96, (2, 16, 16, 16)), (40, 136, (1, 40, 8, 12))])
+def test_pointwise_chunked_matches_torch(compare, cin, cout, shape):
+    """The chunked pointwise order (an Intel mcpu; AVX2 so that it runs on every machine here),
+    batch 2, channels not multiples of the tile, against torch."""
+    target = {"kind": "llvm", "mcpu": "haswell"}
+    compiled = compare(randomize_(conv_block(cin, cout, 1, bn=True)), shape, target=target)
+    assert [row.kernel for row in compiled.plan] == ["dense"]
+    from fscnn_tvm import kernels, targets
+    from fscnn_tvm.layer import conv_layer
+
+    spec = Conv2dSpec(*shape[:2], *shape[2:], cout, (1, 1))
+    w = np.zeros((cout, cin, 1, 1), "float32")
+    kernel = kernels.build_kernel(conv_layer(spec, w), "dense", targets.parse(target))
+    assert int(kernel.func.attrs["fscnn.pixel_chunk"]) > 0

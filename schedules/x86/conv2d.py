@@ -233,6 +233,17 @@ def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.S
     pointwise layer (64->256@56 + residual 1.08 -> 0.82 ms, 16->96@112 1.14 -> 0.86, 512->128@28
     a tie; RESULTS.md, issue 15)."""
     conv, n, po, cb, rc = pointwise_tiles(sch, columns, lanes)
+    chunk = int(sch.mod["main"].attrs.get("fscnn.pixel_chunk", 0))
+    if chunk:  # rules.pointwise_chunk: pixel chunk in L2, each channel block's weights in L1
+        pc, pt = sch.split(po, [None, chunk])
+        sch.reorder(pc, cb, pt)
+        sch.parallel(sch.fuse(n, pc))
+        sch.reverse_compute_at(sch.get_sblock("out"), pt)
+        sch.set_scope(conv, 0, "global")
+        init = sch.decompose_reduction(conv, rc)
+        _unroll_vectorize(sch, _loops_below(sch, init, pt))
+        _unroll_vectorize(sch, _loops_below(sch, sch.get_sblock("out"), pt))
+        return sch
     outer = sch.fuse(n, po)
     sch.parallel(outer)
     sch.reverse_compute_at(sch.get_sblock("out"), outer)

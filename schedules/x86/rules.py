@@ -53,6 +53,31 @@ def pointwise_tile(spec: Conv2dSpec, lanes: int) -> tuple[int, int] | None:
     return oc_tile, vectors * lanes
 
 
+def pointwise_chunk(spec: Conv2dSpec, columns: int, oc_tile: int, l1_bytes: int, l2_bytes: int,
+                    mcpu: str) -> int:
+    """Register tiles per pixel chunk of the pointwise GEMM's chunked order, 0 for the
+    pixel-block-outer order (:func:`schedules.x86.conv2d.schedule_pointwise`).
+
+    The chunked order is the GEMM's cache blocking: a chunk of pixels whose input (IC x pixels)
+    takes at most half of L2, then each channel block's weights (kept in L1) swept over the
+    chunk's tiles, the epilogue per tile. It applies where the pixel-block-outer order's buffer
+    of one pixel block's outputs (OC x ``columns`` floats) exceeds half of L1, or the layer widens
+    (OC > IC). Measured on an Intel Xeon core (AVX-512, 48 KB L1, 2 MB L2; RESULTS.md, session 14):
+    16->96@112 1.51 -> 0.46 ms, 64->256@56 1.93 -> 1.25, 128->512@32 2.31 -> 1.76, 2048->512@8
+    1.32 -> 1.13, 1024->256@16 1.16 -> 1.03; the narrowing 256->64@56 and 144->24@56 keep the
+    block-outer order (1.01 against 1.16 ms chunked). Not on AMD cores (``znver*``): there the
+    block-outer order with one epilogue per pixel block was measured faster (Zen 5, issue 15), and
+    the chunked order has not been measured."""
+    if mcpu.startswith("znver") or not is_pointwise(spec):
+        return 0
+    oc = -(-spec.out_channels // oc_tile) * oc_tile
+    if 4 * oc * columns <= l1_bytes // 2 and spec.out_channels <= spec.in_channels:
+        return 0
+    tiles = spec.height * spec.width // columns
+    budget = max(1, l2_bytes // 2 // (4 * spec.in_channels * columns))
+    return max(d for d in range(1, tiles + 1) if tiles % d == 0 and d <= budget)
+
+
 def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None) -> tuple[str, int, int]:
     """(compute, ow_tile, oc_block) for a dense conv (``oc_block``: a tuned choice instead of the
     rule's); the compute is ``conv2d_oc_blocked`` or, where channel blocks would straddle groups,
