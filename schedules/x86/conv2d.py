@@ -231,7 +231,9 @@ def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.S
     runs once per pixel block, over every channel block's tile (kept in a block-sized buffer),
     not after each tile: on a Zen 5 core 1.0-1.35x faster on every ResNet-50 and MobileNetV2
     pointwise layer (64->256@56 + residual 1.08 -> 0.82 ms, 16->96@112 1.14 -> 0.86, 512->128@28
-    a tie; RESULTS.md, issue 15)."""
+    a tie; RESULTS.md, issue 15). With ``fscnn.pixel_chunk`` (``rules.pointwise_chunk``) the order
+    is chunk of pixel blocks outer, channel block, pixel block, with the epilogue per tile
+    (on an Intel core 1.1-3.5x on widening layers; RESULTS.md, session 14)."""
     conv, n, po, cb, rc = pointwise_tiles(sch, columns, lanes)
     chunk = int(sch.mod["main"].attrs.get("fscnn.pixel_chunk", 0))
     if chunk:  # rules.pointwise_chunk: pixel chunk in L2, each channel block's weights in L1
