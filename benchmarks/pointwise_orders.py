@@ -17,7 +17,7 @@ from fscnn_tvm import fast_math, kernels, targets
 from fscnn_tvm.layer import conv_layer
 from fscnn_tvm.ops.conv2d import Conv2dSpec
 from fscnn_tvm.schedules import schedule_func
-from fscnn_tvm.schedules.x86.rules import pointwise_chunk
+from fscnn_tvm.schedules.x86.rules import pointwise_chunk, pointwise_chunk_tiles
 from fscnn_tvm.testing import TOLERANCE, interleaved, markdown_table
 
 SHAPES = [(16, 96, 112), (24, 144, 56), (144, 24, 56), (64, 256, 56), (256, 64, 56), (128, 512, 28),
@@ -54,9 +54,7 @@ def main(argv=None) -> int:
         kernel = kernels.build_kernel(conv_layer(spec, np.zeros((oc, ic, 1, 1), "float32")), "dense", target)
         columns, oc_tile = int(kernel.func.attrs["fscnn.ow_tile"]), int(kernel.func.attrs["fscnn.oc_block"])
         rule = pointwise_chunk(spec, columns, oc_tile, caches.l1, caches.l2, str(target.attrs.get("mcpu", "")))
-        tiles = hw * hw // columns
-        chunk = rule or max(d for d in range(1, tiles + 1) if tiles % d == 0
-                            and d <= max(1, caches.l2 // 2 // (4 * ic * columns)))
+        chunk = rule or pointwise_chunk_tiles(spec, columns, caches.l2)
         (block, e1), (chunked, e2) = timed(spec, 0, target), timed(spec, chunk, target)
         med = interleaved({"block": block, "chunked": chunked}, args.rounds, self_timed=True)
         rows.append([f"{ic}->{oc}@{hw}", f"{oc_tile}x{columns}", str(chunk), "chunked" if rule else "block",

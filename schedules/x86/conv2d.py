@@ -237,22 +237,19 @@ def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.S
     conv, n, po, cb, rc = pointwise_tiles(sch, columns, lanes)
     chunk = int(sch.mod["main"].attrs.get("fscnn.pixel_chunk", 0))
     if chunk:  # rules.pointwise_chunk: pixel chunk in L2, each channel block's weights in L1
-        pc, pt = sch.split(po, [None, chunk])
-        sch.reorder(pc, cb, pt)
+        pc, epilogue_at = sch.split(po, [None, chunk])
+        sch.reorder(pc, cb, epilogue_at)
         sch.parallel(sch.fuse(n, pc))
-        sch.reverse_compute_at(sch.get_sblock("out"), pt)
-        sch.set_scope(conv, 0, "global")
-        init = sch.decompose_reduction(conv, rc)
-        _unroll_vectorize(sch, _loops_below(sch, init, pt))
-        _unroll_vectorize(sch, _loops_below(sch, sch.get_sblock("out"), pt))
-        return sch
-    outer = sch.fuse(n, po)
-    sch.parallel(outer)
-    sch.reverse_compute_at(sch.get_sblock("out"), outer)
+        init_at = epilogue_at
+    else:
+        epilogue_at = sch.fuse(n, po)
+        sch.parallel(epilogue_at)
+        init_at = cb
+    sch.reverse_compute_at(sch.get_sblock("out"), epilogue_at)
     sch.set_scope(conv, 0, "global")  # "local" lowers to a heap workspace per tile; "global" to stack
     init = sch.decompose_reduction(conv, rc)  # per tile, in its registers
-    _unroll_vectorize(sch, _loops_below(sch, init, cb))
-    _unroll_vectorize(sch, _loops_below(sch, sch.get_sblock("out"), outer))
+    _unroll_vectorize(sch, _loops_below(sch, init, init_at))
+    _unroll_vectorize(sch, _loops_below(sch, sch.get_sblock("out"), epilogue_at))
     return sch
 
 

@@ -73,6 +73,12 @@ def pointwise_chunk(spec: Conv2dSpec, columns: int, oc_tile: int, l1_bytes: int,
     oc = -(-spec.out_channels // oc_tile) * oc_tile
     if 4 * oc * columns <= l1_bytes // 2 and spec.out_channels <= spec.in_channels:
         return 0
+    return pointwise_chunk_tiles(spec, columns, l2_bytes)
+
+
+def pointwise_chunk_tiles(spec: Conv2dSpec, columns: int, l2_bytes: int) -> int:
+    """The chunked order's tiles per chunk: the most that divide the map's tiles and whose input
+    (IC x pixels) takes at most half of L2 (at least one)."""
     tiles = spec.height * spec.width // columns
     budget = max(1, l2_bytes // 2 // (4 * spec.in_channels * columns))
     return max(d for d in range(1, tiles + 1) if tiles % d == 0 and d <= budget)
