@@ -54,7 +54,10 @@ class Kernel:
 def _dense_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = None) -> Kernel:
     spec = conv_spec(layer)
     lanes = targets.vector_lanes(target)
-    kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes, (knobs or {}).get("oc_block"))
+    caches = targets.caches(target)
+    kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes, (knobs or {}).get("oc_block"), caches.l2)
+    if (knobs or {}).get("pointwise_tile"):  # (oc_tile, columns) of the packed 1x1 GEMM
+        kind, (oc_block, ow_tile) = Compute.CONV2D_POINTWISE_PACKED, knobs["pointwise_tile"]
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
     view, prefetch_rows, row_loop, chunk = None, 0, False, 0
     if kind == Compute.CONV2D_POINTWISE:  # ow_tile: pixels per register tile, oc_block: channels
@@ -62,9 +65,14 @@ def _dense_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = No
         weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
         n, oc, pixels = spec.batch, spec.out_channels, spec.height * spec.width
         view = ((n, spec.in_channels, pixels), (n, oc, pixels))
-        caches = targets.caches(target)
         chunk = x86_rules.pointwise_chunk(spec, ow_tile, oc_block, caches.l1, caches.l2,
                                           str(target.attrs.get("mcpu", "")))
+    elif kind == Compute.CONV2D_POINTWISE_PACKED:  # any 1x1: the same tile on gathered panels
+        inputs, out = conv_ops.conv2d_pointwise_packed(spec, oc_tile=oc_block, columns=ow_tile, **flags)
+        weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
+        n, oc, pixels = spec.batch, spec.out_channels, spec.out_height * spec.out_width
+        data = (n, spec.in_channels, pixels) if conv_ops.is_pointwise(spec) else layer.in_shape
+        view = (data, (n, oc, pixels))
     elif kind == Compute.CONV2D_OC_BLOCKED:
         inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
         weight = conv_ops.pack_weight(layer.weight, oc_block)
@@ -237,7 +245,8 @@ def _cuda_kernel(layer: Layer, kind: str) -> Kernel | None:
 def build_kernel(layer: Layer, kind: str, target: tvm.target.Target, knobs: dict | None = None) -> Kernel | None:
     """The kernel of ``kind`` (a plan's kernel kind) for ``layer`` on ``target`` (``None``: the
     layer is left to TVM's own lowering). ``knobs`` overrides compute-level choices of the rules
-    (a tuned configuration: dense conv ``oc_block``; Winograd ``p_tile``, ``block_rows``; sparse conv
+    (a tuned configuration: dense conv ``oc_block``, or ``pointwise_tile`` (oc_tile, columns) for
+    a 1x1 conv on the packed GEMM; Winograd ``p_tile``, ``block_rows``; sparse conv
     ``tile_vectors``, ``chunks``, ``align``; activation-sparse conv ``fallback``, ``fallback_zeros``)."""
     if target.kind.name == "cuda":
         return _cuda_kernel(layer, kind)

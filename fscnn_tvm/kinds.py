@@ -79,6 +79,7 @@ class Compute:
     CONV2D_OC_BLOCKED = "conv2d_oc_blocked"  # ops/conv2d.py, dense direct conv, channels in registers
     CONV2D_SPATIAL = "conv2d_spatial"  # ops/conv2d.py, grouped/depthwise, width in registers
     CONV2D_POINTWISE = "conv2d_pointwise"  # ops/conv2d.py, 1x1 as a GEMM, pixels in registers
+    CONV2D_POINTWISE_PACKED = "conv2d_pointwise_packed"  # ops/conv2d.py, any 1x1: GEMM on gathered panels
     CONV2D_WINOGRAD = "conv2d_winograd"  # ops/winograd.py, dense 3x3 stride 1, F(m x m, 3 x 3)
     DENSE = "dense"  # ops/dense.py, dense linear
     SPARSE_CONV2D = "sparse_conv2d"  # ops/sparse_conv2d.py, CSR/BSR direct conv

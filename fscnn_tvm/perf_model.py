@@ -193,21 +193,27 @@ def features(layer: Layer, kind: str, lanes: int, nnz: float | None = None, cuda
     spec = conv_spec(layer)
     one = spec.kernel == (1, 1)
     if kind == "dense":
-        conv_kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes)
-        # the pointwise GEMM's ow_tile counts pixels of the flattened map: its tiles divide the map
-        owp = spec.out_width if conv_kind == kinds.Compute.CONV2D_POINTWISE else \
-            -(-spec.out_width // ow_tile) * ow_tile
+        conv_kind, ow_tile, oc_block = x86_rules.conv_tile(spec, lanes, l2_bytes=caches.l2)
+        # the pointwise GEMMs' ow_tile counts pixels of the flattened map: the plain one's tiles
+        # divide the map, the packed one's last panel is padded
+        pixels = spec.out_height * spec.out_width
+        if conv_kind == kinds.Compute.CONV2D_POINTWISE_PACKED:
+            pixels = -(-pixels // ow_tile) * ow_tile
+        elif conv_kind != kinds.Compute.CONV2D_POINTWISE:
+            pixels = spec.out_height * -(-spec.out_width // ow_tile) * ow_tile
         ocp = -(-spec.out_channels // oc_block) * oc_block
-        work = 2.0 * spec.batch * ocp * spec.out_height * owp * (spec.in_channels // spec.groups) * \
+        work = 2.0 * spec.batch * ocp * pixels * (spec.in_channels // spec.groups) * \
             spec.kernel[0] * spec.kernel[1]
         key = "dense.flop_grouped" if conv_kind == kinds.Compute.CONV2D_SPATIAL else (
             "dense.flop_1x1" if one else "dense.flop")
         # A tile of fewer accumulators than FMAs in flight (2 pipes x 4 cycles) waits on latency.
         accumulators = ow_tile * oc_block / lanes
         f[key] = work * max(1.0, FMA_IN_FLIGHT / accumulators)
-        f["dense.store"] = spec.batch * ocp * spec.out_height * owp / lanes
+        f["dense.store"] = spec.batch * ocp * pixels / lanes
         f["conv.dram_byte"] = weight_bytes(layer, kind, lanes)
-        if any(spec.padding):
+        if conv_kind == kinds.Compute.CONV2D_POINTWISE_PACKED:  # the panels' gather
+            f["dense.pad_byte"] = 4.0 * spec.batch * spec.in_channels * pixels
+        elif any(spec.padding):
             f["dense.pad_byte"] = 4.0 * spec.batch * spec.in_channels * (
                 spec.height + spec.padding[0] + spec.padding[2]) * (spec.width + spec.padding[1] + spec.padding[3])
         return f

@@ -325,3 +325,66 @@ def test_pointwise_chunked_matches_torch(compare, cin, cout, shape):
     w = np.zeros((cout, cin, 1, 1), "float32")
     kernel = kernels.build_kernel(conv_layer(spec, w), "dense", targets.parse(target))
     assert int(kernel.func.attrs["fscnn.pixel_chunk"]) > 0
+
+
+PACKED_CASES = [  # (batch, cin, cout, hw, stride, pad, (oc_tile, columns), act, residual)
+    pytest.param(1, 64, 96, 14, 1, 0, (12, 16), "relu", True, id="14x14-tail-residual"),
+    pytest.param(2, 40, 37, 7, 1, 0, (12, 16), "relu6", False, id="7x7-batch2-oc37"),
+    pytest.param(1, 32, 64, 56, 2, 0, (12, 16), "relu", True, id="stride2-downsample"),
+    pytest.param(4, 24, 20, 15, 2, 0, (6, 32), "none", False, id="stride2-odd-batch4"),
+    pytest.param(1, 16, 24, 9, 3, 1, (8, 16), "relu", False, id="stride3-padded"),
+    pytest.param(1, 8, 5, 1, 1, 0, (12, 16), "relu", False, id="one-pixel"),
+    pytest.param(1, 1, 16, 10, 2, 0, (12, 16), "relu", True, id="one-input-channel"),
+    pytest.param(1, 24, 48, 16, 1, 0, (6, 64), "none", True, id="whole-vectors"),
+]
+
+
+@pytest.mark.parametrize("batch,cin,cout,hw,stride,pad,tile,act,residual", PACKED_CASES)
+def test_pointwise_packed_matches_torch(batch, cin, cout, hw, stride, pad, tile, act, residual):
+    """The packed 1x1 GEMM (gathered panels: strided, padded, maps not whole vectors, a padded
+    last panel) against torch, forced by its knob at several tiles."""
+    import tvm
+
+    from fscnn_tvm import kernels, targets
+    from fscnn_tvm.layer import conv_layer
+    from fscnn_tvm.schedules import schedule_func
+    from fscnn_tvm.testing import TOLERANCE, relative_error
+
+    target = targets.parse("llvm")
+    spec = Conv2dSpec(batch, cin, hw, hw, cout, (1, 1), (stride, stride), (pad,) * 4)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((cout, cin, 1, 1)).astype("float32")
+    layer = conv_layer(spec, w, act=act)
+    layer.bias = rng.standard_normal(cout).astype("float32")
+    layer.residual = object() if residual else None  # the builder only asks whether there is one
+    kernel = kernels.build_kernel(layer, "dense", target, {"pointwise_tile": tile})
+    assert kernel.func.attrs[KERNEL_ATTR] == Compute.CONV2D_POINTWISE_PACKED
+    lib = tvm.compile(kernel.module(schedule_func(kernel.func, target)), target)
+    x = rng.standard_normal(layer.in_shape).astype("float32")
+    res = rng.standard_normal(spec.out_shape).astype("float32")
+    in_shape, out_shape = kernel.shapes(layer)
+    args = [x.reshape(in_shape), *kernel.constants] + ([res.reshape(out_shape)] if residual else [])
+    tensors = [tvm.runtime.tensor(a) for a in args + [np.full(out_shape, np.nan, "float32")]]
+    lib(*tensors)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(layer.bias),
+                                     stride=stride, padding=pad)
+    ref = ref + torch.from_numpy(res) if residual else ref
+    ref = {"relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0, 6), "none": lambda t: t}[act](ref)
+    err = relative_error(tensors[-1].numpy().reshape(spec.out_shape), ref.numpy())
+    assert err <= TOLERANCE, f"relative error {err:.2e}"
+
+
+def test_packed_pointwise_rule():
+    """The packed GEMM takes the 1x1s the plain one does not whose input outgrows half of L2."""
+    from fscnn_tvm.schedules.x86.rules import packed_pointwise_tile
+
+    downsample = Conv2dSpec(1, 256, 56, 56, 512, (1, 1), stride=(2, 2))  # 3.2 MB of input
+    assert packed_pointwise_tile(downsample, 16, 2 << 20) == (12, 16)
+    assert conv_tile(downsample, 16, l2_bytes=2 << 20) == ("conv2d_pointwise_packed", 16, 12)
+    assert conv_tile(downsample, 16)[0] == "conv2d_oc_blocked"  # no cache sizes: the direct tile
+    assert packed_pointwise_tile(downsample, 16, 8 << 20) is None  # fits half of L2
+    small = Conv2dSpec(1, 1024, 14, 14, 2048, (1, 1), stride=(2, 2))  # 0.8 MB
+    assert packed_pointwise_tile(small, 16, 2 << 20) is None
+    whole = Conv2dSpec(1, 256, 56, 56, 64, (1, 1))  # the plain pointwise GEMM's
+    assert packed_pointwise_tile(whole, 16, 1 << 20) is None
+    assert packed_pointwise_tile(Conv2dSpec(1, 256, 56, 56, 256, (3, 3)), 16, 1 << 20) is None

@@ -8,6 +8,8 @@ picks one is ``schedules/x86/rules.conv_tile``):
   contiguous vector of ``oc_block`` weights. Any kernel, stride, padding, dilation.
 - ``conv2d_pointwise``: a 1x1 stride-1 conv as a GEMM over the flattened map, ``oc_tile``
   channels x whole vectors of consecutive pixels, stored without a transpose.
+- ``conv2d_pointwise_packed``: any ungrouped 1x1 conv (strided, padded, maps that are not whole
+  vectors) as the same GEMM over panels of ``columns`` output pixels gathered from the input.
 - ``conv2d_spatial``: depthwise and other grouped convs, one channel's output row in vectors.
 
 Activations stay in plain NCHW, so no layout conversion is ever inserted between layers.
@@ -92,6 +94,11 @@ def is_pointwise(spec: Conv2dSpec) -> bool:
     """A 1x1, stride-1, unpadded, ungrouped conv: a GEMM ``[OC, IC] x [IC, H*W]`` per image."""
     return (spec.kernel == (1, 1) and spec.stride == (1, 1) and not any(spec.padding)
             and spec.groups == 1)
+
+
+def is_1x1_gemm(spec: Conv2dSpec) -> bool:
+    """A 1x1 ungrouped conv of any stride and padding: a GEMM over its gathered output pixels."""
+    return spec.kernel == (1, 1) and spec.groups == 1
 
 
 def pack_pointwise_weight(weight: np.ndarray, oc_tile: int) -> np.ndarray:
@@ -250,4 +257,49 @@ def conv2d_pointwise(spec: Conv2dSpec, *, oc_tile: int, columns: int, act: str =
     acc = te.compute((n, ocb, oc_tile, hw),
                      lambda b, cb, o, p: te.sum(weight[cb, rc, o] * data[b, rc, p], axis=rc), name="conv")
     out = epilogue((n, oc, hw), lambda b, c, p: acc[b, c // oc_tile, c % oc_tile, p], bias, residual, act)
+    return inputs, out
+
+
+def conv2d_pointwise_packed(spec: Conv2dSpec, *, oc_tile: int, columns: int, act: str = "none",
+                            has_bias: bool = False, has_residual: bool = False):
+    """TE tensors of a 1x1 ungrouped conv (``is_1x1_gemm(spec)``) as a GEMM over packed panels.
+
+    A ``pad`` stage gathers the input pixel under each output pixel into panels ``[N, PB, IC,
+    columns]`` (``PB`` = output pixels over ``columns``, rounded up; pixels past the map and in
+    the zero padding are zeros), so a stride-2 downsample or a 14x14 map (196 pixels, not whole
+    vectors) runs the register tile of :func:`conv2d_pointwise` on contiguous rows. ``data`` is
+    ``[N, IC, H*W]`` (a view) where the conv is :func:`is_pointwise`, else ``[N, IC, H, W]``;
+    ``residual`` and the output are ``[N, OC, OH*OW]`` (views); ``weight`` ``[OCB, IC, oc_tile]``.
+    """
+    if not is_1x1_gemm(spec):
+        raise ValueError(f"conv2d: {spec} is not a 1x1 ungrouped conv")
+    n, ic, oc = spec.batch, spec.in_channels, spec.out_channels
+    ow, hw = spec.out_width, spec.out_height * spec.out_width
+    panels, ocb = -(-hw // columns), -(-oc // oc_tile)
+    zero = tirx.const(0.0, "float32")
+    if is_pointwise(spec):  # consecutive output pixels are consecutive input pixels: vector copies
+        data = te.placeholder((n, ic, hw), "float32", name="data")
+
+        def gather(b, q, c, i):
+            p = q * columns + i
+            return tirx.if_then_else(p < hw, data[b, c, p], zero)
+    else:
+        data = te.placeholder((n, ic, spec.height, spec.width), "float32", name="data")
+        (sh, sw), (top, left) = spec.stride, spec.padding[:2]
+
+        def gather(b, q, c, i):
+            p = q * columns + i
+            y, x = p // ow * sh - top, p % ow * sw - left
+            inside = tirx.all(p < hw, y >= 0, y < spec.height, x >= 0, x < spec.width)
+            return tirx.if_then_else(inside, data[b, c, y, x], zero)
+    panel = te.compute((n, panels, ic, columns), gather, name="pad")
+    weight = te.placeholder((ocb, ic, oc_tile), "float32", name="weight")
+    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
+    residual = te.placeholder((n, oc, hw), "float32", name="residual") if has_residual else None
+    inputs = [data, weight] + ([bias] if has_bias else []) + ([residual] if has_residual else [])
+    rc = te.reduce_axis((0, ic), name="rc")
+    acc = te.compute((n, panels, ocb, oc_tile, columns),
+                     lambda b, q, cb, o, i: te.sum(weight[cb, rc, o] * panel[b, q, rc, i], axis=rc), name="conv")
+    out = epilogue((n, oc, hw), lambda b, c, p: acc[b, p // columns, c // oc_tile, c % oc_tile, p % columns],
+                   bias, residual, act)
     return inputs, out

@@ -253,6 +253,35 @@ def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.S
     return sch
 
 
+def schedule_pointwise_packed(sch: s_tir.Schedule, lanes: int) -> s_tir.Schedule:
+    """``conv2d_pointwise_packed``: per panel of output pixels, its gather (vector copies where
+    the conv is stride-1 and unpadded), then every channel block's tile over it (the panel in
+    L1, the weights from L2), then the epilogue over the panel. Panels run in parallel; the last
+    one, past the map's end, is split off (its bounds checks scalarise only it)."""
+    conv = sch.get_sblock("conv")
+    n, q, cb, o, i, rc = sch.get_loops(conv)
+    iv, ii = sch.split(i, [None, lanes])
+    sch.reorder(n, q, cb, rc, o, iv, ii)
+    sch.vectorize(ii)
+    sch.unroll(iv)
+    sch.unroll(o)
+    sch.parallel(q)
+    sch.annotate(q, PARTITION, 1)
+    sch.reverse_compute_at(sch.get_sblock("out"), q)
+    pad = sch.get_sblock("pad")
+    sch.compute_at(pad, q)
+    sch.vectorize(sch.split(_loops_below(sch, pad, q)[-1], [None, lanes])[1])  # (channels,) columns
+    sch.set_scope(conv, 0, "global")
+    init = sch.decompose_reduction(conv, rc)  # per tile, in its registers
+    _unroll_vectorize(sch, _loops_below(sch, init, cb))
+    loops = _loops_below(sch, sch.get_sblock("out"), q)  # channels, pixels (none of extent 1)
+    if len(loops) == 2:  # the channel loop stays a loop: unrolled over 1024 it took minutes to compile
+        pv, pi = sch.split(loops[1], [None, lanes])
+        sch.vectorize(pi)
+        sch.unroll(pv)
+    return sch
+
+
 def ow_tile_candidates(func: tirx.PrimFunc) -> list[int]:
     """Output-column tiles the tuner may sample for an ``oc_blocked`` conv: the hand rule's
     range (kernels.conv_tile), its own choice first."""
@@ -273,11 +302,14 @@ def space(sch: s_tir.Schedule) -> None:
 def schedule(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc | None:
     """Schedule an fscnn conv2d PrimFunc; ``None`` if ``func`` is not one."""
     kernel = compute_of(func)
-    if kernel not in (Compute.CONV2D_OC_BLOCKED, Compute.CONV2D_SPATIAL, Compute.CONV2D_POINTWISE):
+    if kernel not in (Compute.CONV2D_OC_BLOCKED, Compute.CONV2D_SPATIAL, Compute.CONV2D_POINTWISE,
+                      Compute.CONV2D_POINTWISE_PACKED):
         return None
     sch = s_tir.Schedule(func)
     ow_tile = int(func.attrs["fscnn.ow_tile"])
-    if kernel == Compute.CONV2D_POINTWISE:
+    if kernel == Compute.CONV2D_POINTWISE_PACKED:
+        schedule_pointwise_packed(sch, lanes)
+    elif kernel == Compute.CONV2D_POINTWISE:
         schedule_pointwise(sch, ow_tile, lanes)
     elif kernel == Compute.CONV2D_OC_BLOCKED:
         schedule_oc_blocked(sch, ow_tile)
