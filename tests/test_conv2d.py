@@ -387,4 +387,6 @@ def test_packed_pointwise_rule():
     assert packed_pointwise_tile(small, 16, 2 << 20) is None
     whole = Conv2dSpec(1, 256, 56, 56, 64, (1, 1))  # the plain pointwise GEMM's
     assert packed_pointwise_tile(whole, 16, 1 << 20) is None
+    odd_map = Conv2dSpec(1, 2048, 14, 14, 256, (1, 1))  # stride 1: oc_blocked measured faster
+    assert packed_pointwise_tile(odd_map, 16, 1 << 20) is None
     assert packed_pointwise_tile(Conv2dSpec(1, 256, 56, 56, 256, (3, 3)), 16, 1 << 20) is None

@@ -86,18 +86,20 @@ def pointwise_chunk_tiles(spec: Conv2dSpec, columns: int, l2_bytes: int) -> int:
 
 def packed_pointwise_tile(spec: Conv2dSpec, lanes: int, l2_bytes: int) -> tuple[int, int] | None:
     """(oc_tile, columns) of the packed 1x1 GEMM (``conv2d_pointwise_packed``), or None where the
-    ``oc_blocked`` tile stays: a 1x1 ungrouped conv that the plain pointwise GEMM does not take
-    (strided, padded, or a map that is not whole vectors) whose input exceeds half of L2.
+    ``oc_blocked`` tile stays: a strided 1x1 ungrouped conv (a downsample) whose input exceeds
+    half of L2.
 
     The ``oc_blocked`` tile sweeps the whole input once per channel block; the packed GEMM gathers
     each panel of output pixels once and runs every channel block over it. Measured on an Intel
     Xeon core (AVX-512, 2 MB L2; RESULTS.md, session 15), timed cold: ResNet-50's downsample
     256->512 1x1/2 @56 (3.2 MB input) 6.35 -> 3.51 ms, 512->1024/2 @28 (1.6 MB) 4.65 -> 4.18;
     with an input that fits (1024->2048/2 @14, 0.8 MB; the 14x14 and 7x7 maps) ``oc_blocked`` was
-    as fast or faster (2.08 against 2.57-3.96 ms). The tile is 12 channels x one vector of pixels
-    (the fewest padded pixels; 12 accumulators cover the FMAs in flight), the fastest of 6x64,
-    8x32 and 12x16 on both downsamples cold."""
-    if not is_1x1_gemm(spec) or pointwise_tile(spec, lanes) is not None:
+    as fast or faster (2.08 against 2.57-3.96 ms), and the packed GEMM on every stride-1 1x1 of
+    a 14x14 or 7x7 map made MobileNetV2 and ResNet-50 3-9% slower end to end (any of three
+    tiles; on a map of whole vectors the plain pointwise GEMM runs). The tile is 12 channels x
+    one vector of pixels (the fewest padded pixels; 12 accumulators cover the FMAs in flight),
+    the fastest of 6x64, 8x32 and 12x16 on both downsamples cold. Not measured on AMD cores."""
+    if not is_1x1_gemm(spec) or spec.stride == (1, 1):
         return None
     if 4 * spec.in_channels * spec.height * spec.width <= l2_bytes // 2:
         return None
@@ -116,8 +118,8 @@ def conv_tile(spec: Conv2dSpec, lanes: int, oc_block: int | None = None,
     (<12 columns) get the whole row x two vectors, and so do large kernels (5x5 and up). Tiles are
     chosen to waste the fewest padded columns. A 1x1 conv on a map of whole vectors is the
     pointwise GEMM (:func:`pointwise_tile`; then ``ow_tile`` is its pixels per tile and
-    ``oc_block`` its channels) unless a tuned ``oc_block`` asks for the blocked tile; another 1x1
-    whose input outgrows half of ``l2_bytes`` (the target's L2) is the packed GEMM
+    ``oc_block`` its channels) unless a tuned ``oc_block`` asks for the blocked tile; a strided
+    1x1 whose input outgrows half of ``l2_bytes`` (the target's L2) is the packed GEMM
     (:func:`packed_pointwise_tile`).
     """
     pointwise = pointwise_tile(spec, lanes) if oc_block is None else None
