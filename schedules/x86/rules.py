@@ -91,14 +91,15 @@ def packed_pointwise_tile(spec: Conv2dSpec, lanes: int, l2_bytes: int) -> tuple[
 
     The ``oc_blocked`` tile sweeps the whole input once per channel block; the packed GEMM gathers
     each panel of output pixels once and runs every channel block over it. Measured on an Intel
-    Xeon core (AVX-512, 2 MB L2; RESULTS.md, session 15), timed cold: ResNet-50's downsample
-    256->512 1x1/2 @56 (3.2 MB input) 6.35 -> 3.51 ms, 512->1024/2 @28 (1.6 MB) 4.65 -> 4.18;
-    with an input that fits (1024->2048/2 @14, 0.8 MB; the 14x14 and 7x7 maps) ``oc_blocked`` was
-    as fast or faster (2.08 against 2.57-3.96 ms), and the packed GEMM on every stride-1 1x1 of
+    Xeon core (AVX-512, 2 MB L2; RESULTS.md, session 15), timed cold in three runs: ResNet-50's
+    downsample 256->512 1x1/2 @56 (3.2 MB input) 6.0-7.7 -> 3.0-3.5 ms; 512->1024/2 @28 (1.6 MB)
+    4.3-4.6 -> 3.3-4.2 in two runs, a tie in the third; with an input that fits (1024->2048/2
+    @14, 0.8 MB) ``oc_blocked`` was as fast or faster, and the packed GEMM on every stride-1 1x1 of
     a 14x14 or 7x7 map made MobileNetV2 and ResNet-50 3-9% slower end to end (any of three
     tiles; on a map of whole vectors the plain pointwise GEMM runs). The tile is 12 channels x
-    one vector of pixels (the fewest padded pixels; 12 accumulators cover the FMAs in flight),
-    the fastest of 6x64, 8x32 and 12x16 on both downsamples cold. Not measured on AMD cores."""
+    one vector of pixels (the fewest padded pixels; 12 accumulators cover the FMAs in flight):
+    on 256->512/2 @56 the fastest of 6x64, 8x32 and 12x16 in all three runs. Not measured on
+    AMD cores."""
     if not is_1x1_gemm(spec) or spec.stride == (1, 1):
         return None
     if 4 * spec.in_channels * spec.height * spec.width <= l2_bytes // 2:
