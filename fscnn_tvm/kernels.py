@@ -60,19 +60,17 @@ def _dense_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = No
         kind, (oc_block, ow_tile) = Compute.CONV2D_POINTWISE_PACKED, knobs["pointwise_tile"]
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
     view, prefetch_rows, row_loop, chunk = None, 0, False, 0
-    if kind == Compute.CONV2D_POINTWISE:  # ow_tile: pixels per register tile, oc_block: channels
-        inputs, out = conv_ops.conv2d_pointwise(spec, oc_tile=oc_block, columns=ow_tile, **flags)
-        weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
-        n, oc, pixels = spec.batch, spec.out_channels, spec.height * spec.width
-        view = ((n, spec.in_channels, pixels), (n, oc, pixels))
-        chunk = x86_rules.pointwise_chunk(spec, ow_tile, oc_block, caches.l1, caches.l2,
-                                          str(target.attrs.get("mcpu", "")))
-    elif kind == Compute.CONV2D_POINTWISE_PACKED:  # any 1x1: the same tile on gathered panels
-        inputs, out = conv_ops.conv2d_pointwise_packed(spec, oc_tile=oc_block, columns=ow_tile, **flags)
+    if kind in (Compute.CONV2D_POINTWISE, Compute.CONV2D_POINTWISE_PACKED):
+        # ow_tile: pixels per register tile, oc_block: channels; the packed GEMM takes any 1x1
+        compute = conv_ops.conv2d_pointwise if kind == Compute.CONV2D_POINTWISE else conv_ops.conv2d_pointwise_packed
+        inputs, out = compute(spec, oc_tile=oc_block, columns=ow_tile, **flags)
         weight = conv_ops.pack_pointwise_weight(layer.weight, oc_block)
         n, oc, pixels = spec.batch, spec.out_channels, spec.out_height * spec.out_width
         data = (n, spec.in_channels, pixels) if conv_ops.is_pointwise(spec) else layer.in_shape
         view = (data, (n, oc, pixels))
+        if kind == Compute.CONV2D_POINTWISE:
+            chunk = x86_rules.pointwise_chunk(spec, ow_tile, oc_block, caches.l1, caches.l2,
+                                              str(target.attrs.get("mcpu", "")))
     elif kind == Compute.CONV2D_OC_BLOCKED:
         inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
         weight = conv_ops.pack_weight(layer.weight, oc_block)

@@ -390,3 +390,19 @@ def test_packed_pointwise_rule():
     odd_map = Conv2dSpec(1, 2048, 14, 14, 256, (1, 1))  # stride 1: oc_blocked measured faster
     assert packed_pointwise_tile(odd_map, 16, 1 << 20) is None
     assert packed_pointwise_tile(Conv2dSpec(1, 256, 56, 56, 256, (3, 3)), 16, 1 << 20) is None
+
+
+def test_packed_pointwise_in_a_model(compare):
+    """A downsample whose input outgrows half of L2 (haswell's 256 KB: AVX2, runs on every machine
+    here) compiles onto the packed GEMM in a model, batch 2, and matches torch."""
+    from fscnn_tvm import kernels, targets
+    from fscnn_tvm.layer import conv_layer
+
+    target = {"kind": "llvm", "mcpu": "haswell"}
+    shape = (2, 40, 30, 30)  # 144 KB of input per image: past half of 256 KB
+    compiled = compare(randomize_(conv_block(40, 56, 1, stride=2, bn=True)), shape, target=target)
+    assert [row.kernel for row in compiled.plan] == ["dense"]
+    spec = Conv2dSpec(*shape[:2], *shape[2:], 56, (1, 1), stride=(2, 2))
+    kernel = kernels.build_kernel(conv_layer(spec, np.zeros((56, 40, 1, 1), "float32")), "dense",
+                                  targets.parse(target))
+    assert kernel.func.attrs[KERNEL_ATTR] == Compute.CONV2D_POINTWISE_PACKED
