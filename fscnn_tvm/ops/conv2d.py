@@ -230,6 +230,19 @@ def conv2d_spatial(spec: Conv2dSpec, *, ow_tile: int, act: str = "none", has_bia
     return inputs, out
 
 
+def _pointwise_placeholders(spec: Conv2dSpec, data, oc_tile: int, has_bias: bool, has_residual: bool):
+    """``(inputs, weight, bias, residual)`` of both pointwise GEMMs: inputs in call order
+    ``data, weight[, bias][, residual]``; ``weight`` ``[OCB, IC, oc_tile]``, residual flattened
+    ``[N, OC, OH*OW]``; ``bias``/``residual`` None where absent."""
+    n, oc = spec.batch, spec.out_channels
+    weight = te.placeholder((-(-oc // oc_tile), spec.in_channels, oc_tile), "float32", name="weight")
+    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
+    residual = te.placeholder((n, oc, spec.out_height * spec.out_width), "float32",
+                              name="residual") if has_residual else None
+    inputs = [data, weight] + ([bias] if has_bias else []) + ([residual] if has_residual else [])
+    return inputs, weight, bias, residual
+
+
 def conv2d_pointwise(spec: Conv2dSpec, *, oc_tile: int, columns: int, act: str = "none",
                      has_bias: bool = False, has_residual: bool = False):
     """TE tensors of a 1x1 conv (``is_pointwise(spec)``) as a GEMM over the flattened map.
@@ -249,10 +262,7 @@ def conv2d_pointwise(spec: Conv2dSpec, *, oc_tile: int, columns: int, act: str =
         raise ValueError(f"conv2d: {columns} columns per tile do not divide the {hw} pixels")
     ocb = -(-oc // oc_tile)
     data = te.placeholder((n, ic, hw), "float32", name="data")
-    weight = te.placeholder((ocb, ic, oc_tile), "float32", name="weight")
-    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
-    residual = te.placeholder((n, oc, hw), "float32", name="residual") if has_residual else None
-    inputs = [data, weight] + ([bias] if has_bias else []) + ([residual] if has_residual else [])
+    inputs, weight, bias, residual = _pointwise_placeholders(spec, data, oc_tile, has_bias, has_residual)
     rc = te.reduce_axis((0, ic), name="rc")
     acc = te.compute((n, ocb, oc_tile, hw),
                      lambda b, cb, o, p: te.sum(weight[cb, rc, o] * data[b, rc, p], axis=rc), name="conv")
@@ -293,10 +303,7 @@ def conv2d_pointwise_packed(spec: Conv2dSpec, *, oc_tile: int, columns: int, act
             inside = tirx.all(p < hw, y >= 0, y < spec.height, x >= 0, x < spec.width)
             return tirx.if_then_else(inside, data[b, c, y, x], zero)
     panel = te.compute((n, panels, ic, columns), gather, name="pad")
-    weight = te.placeholder((ocb, ic, oc_tile), "float32", name="weight")
-    bias = te.placeholder((oc,), "float32", name="bias") if has_bias else None
-    residual = te.placeholder((n, oc, hw), "float32", name="residual") if has_residual else None
-    inputs = [data, weight] + ([bias] if has_bias else []) + ([residual] if has_residual else [])
+    inputs, weight, bias, residual = _pointwise_placeholders(spec, data, oc_tile, has_bias, has_residual)
     rc = te.reduce_axis((0, ic), name="rc")
     acc = te.compute((n, panels, ocb, oc_tile, columns),
                      lambda b, q, cb, o, i: te.sum(weight[cb, rc, o] * panel[b, q, rc, i], axis=rc), name="conv")
