@@ -59,7 +59,7 @@ def _dense_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = No
     if (knobs or {}).get("pointwise_tile"):  # (oc_tile, columns) of the packed 1x1 GEMM
         kind, (oc_block, ow_tile) = Compute.CONV2D_POINTWISE_PACKED, knobs["pointwise_tile"]
     flags = dict(act=layer.act, has_bias=layer.bias is not None, has_residual=layer.residual is not None)
-    view, prefetch_rows, row_loop, chunk = None, 0, False, 0
+    view, prefetch_rows, row_loop, chunk, k_chunk = None, 0, False, 0, 0
     if kind in (Compute.CONV2D_POINTWISE, Compute.CONV2D_POINTWISE_PACKED):
         # ow_tile: pixels per register tile, oc_block: channels; the packed GEMM takes any 1x1
         compute = conv_ops.conv2d_pointwise if kind == Compute.CONV2D_POINTWISE else conv_ops.conv2d_pointwise_packed
@@ -69,8 +69,9 @@ def _dense_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = No
         data = (n, spec.in_channels, pixels) if conv_ops.is_pointwise(spec) else layer.in_shape
         view = (data, (n, oc, pixels))
         if kind == Compute.CONV2D_POINTWISE:
-            chunk = x86_rules.pointwise_chunk(spec, ow_tile, oc_block, caches.l1, caches.l2,
-                                              str(target.attrs.get("mcpu", "")))
+            k_chunk = x86_rules.pointwise_k_chunk(spec, ow_tile, lanes, caches.l1)
+            chunk = 0 if k_chunk else x86_rules.pointwise_chunk(spec, ow_tile, oc_block, caches.l1, caches.l2,
+                                                                str(target.attrs.get("mcpu", "")))
     elif kind == Compute.CONV2D_OC_BLOCKED:
         inputs, out = conv_ops.conv2d_oc_blocked(spec, oc_block=oc_block, ow_tile=ow_tile, **flags)
         weight = conv_ops.pack_weight(layer.weight, oc_block)
@@ -84,10 +85,10 @@ def _dense_conv(layer: Layer, target: tvm.target.Target, knobs: dict | None = No
         {KERNEL_ATTR: kind, "fscnn.ow_tile": ow_tile, "fscnn.oc_block": oc_block,
          "fscnn.out_width": spec.out_width, "fscnn.max_ow_tile": x86_rules.max_ow_tile(lanes, oc_block),
          "fscnn.prefetch_rows": prefetch_rows, "fscnn.row_loop": int(row_loop), "fscnn.pixel_chunk": chunk,
-         "op_pattern": OPAQUE})
+         "fscnn.k_chunk": k_chunk, "op_pattern": OPAQUE})
     constants = [weight] + ([layer.bias] if layer.bias is not None else [])
     key = (kind, spec, ow_tile, oc_block, tuple(sorted(flags.items()))) + (("row_loop",) if row_loop else ()) \
-        + ((("pixel_chunk", chunk),) if chunk else ())
+        + ((("pixel_chunk", chunk),) if chunk else ()) + ((("k_chunk", k_chunk),) if k_chunk else ())
     return Kernel(func, constants, key, f"fscnn_{kind}", view)
 
 

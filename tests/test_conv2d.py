@@ -327,6 +327,41 @@ def test_pointwise_chunked_matches_torch(compare, cin, cout, shape):
     assert int(kernel.func.attrs["fscnn.pixel_chunk"]) > 0
 
 
+@pytest.mark.parametrize("cin, cout, shape, kw", [
+    pytest.param(200, 40, (2, 200, 14, 28), {"bn": True}, id="49-vectors-batch2-odd-tile"),
+    pytest.param(192, 192, (1, 192, 7, 8), {"residual": True, "act": "relu6"}, id="7-vectors-residual"),
+])
+def test_pointwise_seven_vectors_in_chunks_matches_torch(compare, cin, cout, shape, kw):
+    """A narrowing 1x1 on a map of 7 x odd vectors gets the 7-vector tile with its reduction in
+    chunks (rules.pointwise_k_chunk; AVX2 so that it runs on every machine here): channels not
+    multiples of the 3-channel tile, a chunk that is not a power of two, batch 2, residual."""
+    target = {"kind": "llvm", "mcpu": "haswell"}
+    from fscnn_tvm import kernels, targets
+    from fscnn_tvm.layer import conv_layer
+
+    spec = Conv2dSpec(*shape[:2], *shape[2:], cout, (1, 1))
+    kernel = kernels.build_kernel(conv_layer(spec, np.zeros((cout, cin, 1, 1), "float32")), "dense",
+                                  targets.parse(target))
+    assert int(kernel.func.attrs["fscnn.ow_tile"]) == 7 * 8
+    chunk = int(kernel.func.attrs["fscnn.k_chunk"])
+    assert 16 <= chunk < cin and cin % chunk == 0
+    compiled = compare(randomize_(conv_block(cin, cout, 1, **kw)), shape, target=target)
+    assert [row.kernel for row in compiled.plan] == ["dense"]
+
+
+def test_pointwise_k_chunk_rule():
+    """Chunks only for the 7-vector tile, the largest divisor of IC within 2/3 of L1."""
+    from fscnn_tvm.schedules.x86.rules import pointwise_k_chunk, pointwise_tile
+
+    narrow = Conv2dSpec(1, 512, 28, 28, 128, (1, 1))
+    assert pointwise_tile(narrow, 16) == (3, 112)
+    assert pointwise_k_chunk(narrow, 112, 16, 48 << 10) == 64
+    assert pointwise_k_chunk(Conv2dSpec(1, 480, 28, 28, 96, (1, 1)), 112, 16, 48 << 10) == 60
+    assert pointwise_k_chunk(Conv2dSpec(1, 64, 28, 28, 64, (1, 1)), 112, 16, 48 << 10) == 0  # fits
+    assert pointwise_tile(Conv2dSpec(1, 128, 28, 28, 512, (1, 1)), 16) == (16, 16)  # widening
+    assert pointwise_k_chunk(Conv2dSpec(1, 256, 56, 56, 64, (1, 1)), 64, 16, 48 << 10) == 0
+
+
 PACKED_CASES = [  # (batch, cin, cout, hw, stride, pad, (oc_tile, columns), act, residual)
     pytest.param(1, 64, 96, 14, 1, 0, (12, 16), "relu", True, id="14x14-tail-residual"),
     pytest.param(2, 40, 37, 7, 1, 0, (12, 16), "relu6", False, id="7x7-batch2-oc37"),

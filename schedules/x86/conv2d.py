@@ -233,7 +233,10 @@ def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.S
     pointwise layer (64->256@56 + residual 1.08 -> 0.82 ms, 16->96@112 1.14 -> 0.86, 512->128@28
     a tie; RESULTS.md, issue 15). With ``fscnn.pixel_chunk`` (``rules.pointwise_chunk``) the order
     is chunk of pixel blocks outer, channel block, pixel block, with the epilogue per tile
-    (on an Intel core 1.1-3.5x on widening layers; RESULTS.md, session 14)."""
+    (on an Intel core 1.1-3.5x on widening layers; RESULTS.md, session 14). With
+    ``fscnn.k_chunk`` (``rules.pointwise_k_chunk``, block-outer only) the reduction is split and
+    every channel block runs over one chunk of input channels before the next: the accumulators
+    are zeroed once per pixel block and reloaded once per chunk."""
     conv, n, po, cb, rc = pointwise_tiles(sch, columns, lanes)
     chunk = int(sch.mod["main"].attrs.get("fscnn.pixel_chunk", 0))
     if chunk:  # rules.pointwise_chunk: pixel chunk in L2, each channel block's weights in L1
@@ -245,10 +248,15 @@ def schedule_pointwise(sch: s_tir.Schedule, columns: int, lanes: int) -> s_tir.S
         epilogue_at = sch.fuse(n, po)
         sch.parallel(epilogue_at)
         init_at = cb
+    k_chunk = int(sch.mod["main"].attrs.get("fscnn.k_chunk", 0))
+    if k_chunk:  # rules.pointwise_k_chunk: every channel block over one chunk of the input at a time
+        rco, _ = sch.split(rc, [None, k_chunk])
+        sch.reorder(rco, cb)
+        rc = rco
     sch.reverse_compute_at(sch.get_sblock("out"), epilogue_at)
     sch.set_scope(conv, 0, "global")  # "local" lowers to a heap workspace per tile; "global" to stack
-    init = sch.decompose_reduction(conv, rc)  # per tile, in its registers
-    _unroll_vectorize(sch, _loops_below(sch, init, init_at))
+    init = sch.decompose_reduction(conv, rc)  # per tile, in its registers (per pixel block if chunked)
+    _unroll_vectorize(sch, sch.get_loops(init)[-3:] if k_chunk else _loops_below(sch, init, init_at))
     _unroll_vectorize(sch, _loops_below(sch, sch.get_sblock("out"), epilogue_at))
     return sch
 

@@ -38,11 +38,19 @@ def pointwise_tile(spec: Conv2dSpec, lanes: int) -> tuple[int, int] | None:
     not 4 x 4 without padding: measured 0.42 against 0.46 ms on 256->64@56). Measured on a Zen 5
     core against the ``oc_blocked`` tile (RESULTS.md, issue 15): 16->96@112 0.45 -> 0.24 ms,
     24->144@56 0.19 -> 0.12, 64->256@56 0.57 -> 0.46, 256->64@56 0.44 -> 0.42; 512->128@28 a tie.
+    A map of 49 vectors (28x28 with AVX-512) would get one vector x 16 channels: a load per FMA
+    (every FMA broadcasts its own weight). A narrowing layer there gets 7 vectors x 3 channels
+    instead, with its reduction in chunks (:func:`pointwise_k_chunk`): on an Intel Xeon core
+    (RESULTS.md, session 16) 512->128@28 1.96 -> 1.26 ms hot, 2.34 -> 1.52 cold; 512->256@28
+    3.92 -> 2.62 hot, 4.37 -> 2.91 cold. Widening layers there keep one vector (their chunked
+    order was measured with it).
     """
     pixels = spec.height * spec.width
     if not is_pointwise(spec) or pixels % lanes:
         return None
     vectors = max(v for v in (4, 2, 1) if (pixels // lanes) % v == 0)
+    if vectors == 1 and (pixels // lanes) % 7 == 0 and spec.out_channels <= spec.in_channels:
+        vectors = 7  # 28x28 with AVX-512 (49 vectors): 3 x 7 vectors, its reduction chunked
     top = min((24 if lanes >= 16 else 12) // vectors, 16)
     oc = spec.out_channels
 
@@ -74,6 +82,27 @@ def pointwise_chunk(spec: Conv2dSpec, columns: int, oc_tile: int, l1_bytes: int,
     if 4 * oc * columns <= l1_bytes // 2 and spec.out_channels <= spec.in_channels:
         return 0
     return pointwise_chunk_tiles(spec, columns, l2_bytes)
+
+
+def pointwise_k_chunk(spec: Conv2dSpec, columns: int, lanes: int, l1_bytes: int) -> int:
+    """Input channels per reduction chunk of the pointwise GEMM's pixel-block-outer order, 0 for
+    one pass over all of them.
+
+    A 7-vector tile (:func:`pointwise_tile`) reads ``IC x columns`` floats of input per pixel
+    block, once per channel block: 229 KB for 512 channels, past L1. In chunks of ``kc`` input
+    channels (the largest divisor of IC whose ``kc x columns`` floats take at most 2/3 of L1) every
+    channel block sweeps one chunk from L1, and the accumulators are reloaded once per chunk.
+    Measured on an Intel Xeon core (48 KB L1; RESULTS.md, session 16), 3x112 tile: 512->128@28
+    1.55 -> 1.26 ms hot (64 channels; 128: 1.58, 32: 1.70); a chunk that does not divide IC
+    costs a bounds check per step (48 of 256: 2x slower). On 56x56 maps (4-vector tiles) chunks of
+    64 or 128 moved 256->64 and 256->128 by -3% to +8% cold: not applied there."""
+    if columns != 7 * lanes:
+        return 0
+    budget = l1_bytes * 2 // 3 // (4 * columns)
+    if spec.in_channels <= budget:
+        return 0
+    chunk = max(d for d in range(1, budget + 1) if spec.in_channels % d == 0)
+    return chunk if chunk >= 16 else 0
 
 
 def pointwise_chunk_tiles(spec: Conv2dSpec, columns: int, l2_bytes: int) -> int:
