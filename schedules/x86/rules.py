@@ -28,6 +28,9 @@ def max_ow_tile(lanes: int, oc_block: int) -> int:
     return max(1, registers_budget(lanes) * lanes // oc_block)
 
 
+WIDE_TILE_VECTORS = 7  # pointwise tile for maps of 7 x odd vectors (28x28 with AVX-512: 49)
+
+
 def pointwise_tile(spec: Conv2dSpec, lanes: int) -> tuple[int, int] | None:
     """(oc_tile, columns) of the pointwise GEMM kernel for a 1x1 conv, or None where it does not
     apply (not ``is_pointwise``, or a map whose pixels are not whole vectors: 14x14, 7x7).
@@ -49,8 +52,8 @@ def pointwise_tile(spec: Conv2dSpec, lanes: int) -> tuple[int, int] | None:
     if not is_pointwise(spec) or pixels % lanes:
         return None
     vectors = max(v for v in (4, 2, 1) if (pixels // lanes) % v == 0)
-    if vectors == 1 and (pixels // lanes) % 7 == 0 and spec.out_channels <= spec.in_channels:
-        vectors = 7  # 28x28 with AVX-512 (49 vectors): 3 x 7 vectors, its reduction chunked
+    if vectors == 1 and (pixels // lanes) % WIDE_TILE_VECTORS == 0 and spec.out_channels <= spec.in_channels:
+        vectors = WIDE_TILE_VECTORS  # 3 channels x 7 vectors, its reduction chunked
     top = min((24 if lanes >= 16 else 12) // vectors, 16)
     oc = spec.out_channels
 
@@ -96,7 +99,7 @@ def pointwise_k_chunk(spec: Conv2dSpec, columns: int, lanes: int, l1_bytes: int)
     1.55 -> 1.26 ms hot (64 channels; 128: 1.58, 32: 1.70); a chunk that does not divide IC
     costs a bounds check per step (48 of 256: 2x slower). On 56x56 maps (4-vector tiles) chunks of
     64 or 128 moved 256->64 and 256->128 by -3% to +8% cold: not applied there."""
-    if columns != 7 * lanes:
+    if columns != WIDE_TILE_VECTORS * lanes:
         return 0
     budget = l1_bytes * 2 // 3 // (4 * columns)
     if spec.in_channels <= budget:
