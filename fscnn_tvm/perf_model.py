@@ -258,8 +258,8 @@ def _valid_taps(size: int, padding: tuple[int, int], out: int, kernel: int, stri
 
 def act_sparse_features(spec, lanes: int, density: float) -> dict[str, float]:
     """Counts of the activation-sparse conv at input ``density`` (nonzero fraction, spread at
-    random): FMAs per nonzero under a tap, list walks (the per-list cost: loop entry and exit, a
-    mispredicted branch once lists are short and of random length), compaction, tile loads and
+    random): FMAs per nonzero under a tap, mask walks (the per-walk cost: loop entry and exit, a
+    mispredicted branch once masks hold a random number of bits), compaction, tile loads and
     stores of the partial sums, and the NCHW epilogue."""
     lay = x86_rules.act_sparse_layout(spec, lanes)
     valid = (_valid_taps(spec.height, (spec.padding[0], spec.padding[2]), spec.out_height, spec.kernel[0],
@@ -269,14 +269,13 @@ def act_sparse_features(spec, lanes: int, density: float) -> dict[str, float]:
     walks = float(spec.batch * lay.blocks * spec.kernel[0] * lay.chunks * spec.out_height * lay.segments)
     outputs = spec.batch * lay.blocks * spec.out_height * lay.segments * lay.tile
     taps = outputs * spec.kernel[0] * spec.kernel[1] * valid
-    # a list of n nonzeros runs ceil(n / unroll) steps: about (unroll - 1) / 2 zero entries more
-    entries = spec.in_channels * density + lay.chunks * (lay.unroll - 1) / 2 * (density > 0)
+    entries = spec.in_channels * density
     lists = walks * lay.span
-    # lists of random length end in a mispredicted branch; all full or all empty ones do not
+    # masks with a random number of bits end in a mispredicted branch; all full or all empty ones do not
     random = 1.0 - density ** lay.chunk - (1.0 - density) ** lay.chunk
-    # A 1x1's nonzero feeds one tap (vectors FMAs per list entry, over ``unroll`` accumulator
-    # sets): its FMAs run at their own rate, ~1.4-2x the cost of a 3x3's (ResNet-50's 1x1s at
-    # 7x7 and 14x14, measured in the model, RESULTS.md issue 16)
+    # A 1x1's nonzero feeds one tap (vectors FMAs per set bit, into one pixel's accumulators):
+    # its FMAs run at their own rate, ~1.4-2x the cost of a 3x3's (ResNet-50's 1x1s at 7x7 and
+    # 14x14, measured in the model, RESULTS.md issue 16)
     flop = "act.flop_1x1" if spec.kernel == (1, 1) else "act.flop"
     return {flop: 2.0 * lay.oc_block * taps * entries,
             "act.list": lists, "act.list_random": lists * random,

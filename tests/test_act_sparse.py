@@ -14,6 +14,7 @@ from fscnn_tvm import input_zeros, kernels, kinds, models, plan, profiles, targe
 from fscnn_tvm.cli import main
 from fscnn_tvm.errors import InputError
 from fscnn_tvm.layer import conv_layer, linear_layer
+from fscnn_tvm.ops import act_sparse_conv2d as act_ops
 from fscnn_tvm.ops.conv2d import Conv2dSpec
 from fscnn_tvm.schedules import schedule_func
 from fscnn_tvm.schedules.x86 import rules as x86_rules
@@ -27,6 +28,7 @@ CASES = [  # (batch, cin, cout, k, stride, pad, dilation, h, w, act, residual)
     pytest.param(1, 64, 64, 3, 1, 1, 1, 14, 14, "relu", False, id="3x3"),
     pytest.param(2, 33, 70, 3, 1, 1, 1, 9, 13, "none", True, id="3x3-batch2-odd-residual"),
     pytest.param(1, 40, 24, 1, 1, 0, 1, 11, 7, "relu", False, id="1x1-odd"),
+    pytest.param(1, 150, 40, 1, 1, 0, 1, 7, 9, "relu", True, id="1x1-64-bit-masks-residual"),
     pytest.param(1, 32, 48, 1, 2, 0, 1, 14, 14, "relu6", False, id="1x1-stride2"),
     pytest.param(1, 24, 32, 3, 2, 1, 1, 15, 15, "relu", True, id="3x3-stride2-odd"),
     pytest.param(1, 3, 16, 7, 2, 3, 1, 23, 23, "relu", False, id="7x7-stride2-3ch"),
@@ -163,11 +165,11 @@ def test_layout_rule_reads_the_target():
     spec = Conv2dSpec(1, 512, 28, 28, 512, (3, 3), (1, 1), (1, 1, 1, 1))
     wide, narrow = x86_rules.act_sparse_layout(spec, 16), x86_rules.act_sparse_layout(spec, 8)
     for lay, registers in ((wide, 32), (narrow, 16)):
-        assert lay.oc_block % lay.lanes == 0 and lay.tile * lay.vectors * lay.unroll < registers
+        assert lay.oc_block % lay.lanes == 0 and lay.tile * lay.vectors < registers
         assert 4 * spec.kernel[1] * lay.chunk * lay.oc_block <= x86_rules.ACT_SPARSE_L1_BYTES
         assert lay.segments * lay.tile >= spec.out_width
-    one = x86_rules.act_sparse_layout(Conv2dSpec(1, 64, 14, 14, 256, (1, 1)), 16)
-    assert one.unroll * one.vectors >= 8  # a nonzero feeds one pixel: lists split over accumulator sets
+    one = x86_rules.act_sparse_layout(Conv2dSpec(1, 256, 14, 14, 256, (1, 1)), 16)
+    assert one.chunk == act_ops.MASK_BITS  # a 1x1's weights would allow more: one mask's bits
 
 
 # ---------------------------------------------------------------- calibration data

@@ -5,27 +5,31 @@ so the zeros are found at run time, and the result is exact for any input: a den
 slower, never wrong. Two stages in one PrimFunc:
 
 1. **Compaction**: for every pixel of the zero-padded input and every chunk of ``chunk`` input
-   channels, the list of its nonzero channels (as weight offsets ``c * oc_block``) and their
-   values, padded with zero entries to a multiple of ``unroll`` and ended by an index of -1.
-   Written without a branch (every channel is stored, the count advances where it is nonzero),
-   so its cost does not depend on the input; padding pixels have empty lists. The lists are
-   stored chunk-major (every pixel's list of one chunk side by side, ``capacity`` entries each),
-   so a sweep of one (block, ``kh``, chunk) over the rows reads them in address order, which the
-   hardware prefetcher follows. Pixel-major, one chunk's lists of neighbouring pixels were 2 KB
-   apart and most walks began with a cache miss: on an Intel Xeon core (AVX-512; RESULTS.md,
-   session 17) 512->512 3x3 @28 ran 21.6 -> 14.8 ms at 90% zeros, 29.3 -> 21.0 at 80%.
+   channels (at most :data:`MASK_BITS`), a bitmask of its nonzero channels (bit ``k``: channel
+   ``k`` of the chunk) and a copy of its ``chunk`` values side by side. Written without a branch,
+   so its cost does not depend on the input; padding pixels have empty masks. Masks and values
+   are stored chunk-major (every pixel's of one chunk side by side), so a sweep of one (block,
+   ``kh``, chunk) over the rows reads them in address order, which the hardware prefetcher
+   follows.
 2. **Accumulation** (SparseTrain's loop): a register tile holds ``tile`` consecutive output
    pixels of one row x ``oc_block`` output channels (``oc_block / lanes`` vectors each). For one
-   kernel row ``kh`` and one channel chunk, the tile walks the lists of the input pixels under
-   it; each nonzero is one broadcast of its value times the weight vectors of its channel for
-   every kernel column ``kw``, into the accumulators of the outputs that pixel feeds. Which
+   kernel row ``kh`` and one channel chunk, the tile walks the masks of the input pixels under
+   it, a set bit at a time (count trailing zeros, clear the lowest bit, until none is left);
+   each nonzero is one broadcast of its value times the weight vectors of its channel for every
+   kernel column ``kw``, into the accumulators of the outputs that pixel feeds. Which
    accumulator a (pixel, ``kw``) feeds is known when the script is generated (the pixel loop is
-   written out), so they stay in registers. ``unroll > 1`` (narrow kernels, where one nonzero
-   feeds few accumulators) splits each list over as many accumulator sets. Loops run
-   (block, ``kh``, chunk) outside the pixels, so the weights in use (``KW x chunk x oc_block``
-   floats) stay in L1; the tile's partial sums go to ``part`` between them. A list is walked up
-   to its end marker (a ``while`` loop): LLVM unrolls a counted loop by two and adds a remainder
-   loop, whose branch is a coin toss on lists of random length (80% zeros: 8.0 -> 7.1 ms).
+   written out), so they stay in registers. Loops run (block, ``kh``, chunk) outside the pixels,
+   so the weights in use (``KW x chunk x oc_block`` floats) stay in L1; the tile's partial sums
+   go to ``part`` between them.
+
+   Measured on an Intel Xeon core (AVX-512; RESULTS.md, session 17) against the lists this
+   replaces (per pixel and chunk: the nonzero channels' weight offsets and values, ended by
+   -1), ms at 90% zeros, pixel-major lists / chunk-major lists / masks: 512->512 3x3 @28
+   20.0 / 13.8 / 11.8; 64->64 3x3 @56 1.83 / 1.74 / 1.18; 128->128 3x3/2 @56 3.37 / 2.97 /
+   1.70; 1x1 1024->256 @14 0.95 / 0.83 / 0.60. Pixel-major, one chunk's lists of neighbouring
+   pixels were 2 KB apart and most walks began with a cache miss.
+   A mask walk needs no end marker, no padding entries and no second accumulator set for narrow
+   kernels (the lists split each one over two for 1x1s; the masks are faster with one).
 
 The epilogue writes NCHW with bias, residual and activation. With a :class:`Fallback`, a first
 vector pass counts the input's nonzeros and, on an input with fewer zeros than the fallback's
@@ -52,6 +56,9 @@ from .activations import ACTIVATION_SCRIPT as _ACT
 from .conv2d import Conv2dSpec
 
 
+MASK_BITS = 64  # input channels per chunk: one int64 mask per pixel
+
+
 @dataclass(frozen=True)
 class ActSparseLayout:
     """The knobs of one activation-sparse conv (``schedules/x86/rules.act_sparse_layout``)."""
@@ -60,8 +67,7 @@ class ActSparseLayout:
     lanes: int  # fp32 lanes per vector
     oc_block: int  # output channels per block: a multiple of ``lanes``
     tile: int  # output pixels of one row per register tile
-    chunk: int  # input channels per list (the weights of one chunk stay in L1)
-    unroll: int = 1  # list entries per step, each into its own accumulator set
+    chunk: int  # input channels per mask, at most MASK_BITS (the weights of one chunk stay in L1)
 
     @property
     def vectors(self) -> int:
@@ -95,9 +101,9 @@ class ActSparseLayout:
         return -(-self.spec.out_channels // self.oc_block)
 
     @property
-    def capacity(self) -> int:
-        """List entries per (pixel, chunk): every channel of the chunk and one step of padding."""
-        return self.chunk + self.unroll
+    def pixels(self) -> int:
+        """Pixels of the compacted input (padded, widened): masks and values per chunk."""
+        return self.spec.batch * self.hp * self.wx
 
     def feeds(self, t: int, kw: int) -> int | None:
         """The output pixel of the tile that input pixel ``t`` of its span feeds through kernel
@@ -117,35 +123,26 @@ def pack_weight(weight: np.ndarray, layout: ActSparseLayout) -> np.ndarray:
 
 
 def _compaction(layout: ActSparseLayout) -> str:
-    """The lists, built one image row and chunk at a time: channel by channel, each reading a
-    contiguous row (NCHW read down the channels would stride by a power of two and miss L1 on
-    every load), with a count per pixel of the row."""
+    """The masks and values, built one image row and chunk at a time: channel by channel, each
+    reading a contiguous row (NCHW read down the channels would stride by a power of two and
+    miss L1 on every load); the masks' loop is vectorised across the row."""
     spec = layout.spec
     n, c, h, w = spec.batch, spec.in_channels, spec.height, spec.width
     top, left = spec.padding[0], spec.padding[1]
-    hp, wx, ck, cap, u, r = layout.hp, layout.wx, layout.chunk, layout.capacity, layout.unroll, layout.oc_block
-    chunks = layout.chunks
-    pixel = f"(b * {hp} + y) * {wx} + x"
+    hp, wx, ck, chunks, pixels = layout.hp, layout.wx, layout.chunk, layout.chunks, layout.pixels
     last = f"T.min({ck}, {c} - g * {ck})" if c % ck else str(ck)
-    at = f"(g * {n * hp * wx} + (b * {hp} + y + {top}) * {wx} + x + {left}) * {cap} + count[x]"
+    at = f"g * {pixels} + (b * {hp} + y + {top}) * {wx} + x + {left}"
     value = f"data[b, g * {ck} + k, y, x]"
+    bit = f'T.shift_left(T.Cast("int64", {value} != T.float32(0)), T.Cast("int64", k))'
     return f"""
-    for b, y, x, g in T.grid({n}, {hp}, {wx}, {chunks}):
-        index[(g * {n * hp * wx} + {pixel}) * {cap}] = -1
+    for q in range({chunks * pixels}):
+        masks[q] = T.int64(0)
     for b, y, g in T.grid({n}, {h}, {chunks}):
-        count = T.decl_buffer(({w},), "int32", scope="global")
-        for x in range({w}):
-            count[x] = 0
         for k in range({last}):
             for x in range({w}):
-                values[{at}] = {value}
-                index[{at}] = (g * {ck} + k) * {r}
-                count[x] = count[x] + T.Cast("int32", {value} != T.float32(0))
-        for x, k in T.grid({w}, {u}):
-            values[{at} + k] = T.float32(0)
-            index[{at} + k] = 0
-        for x in range({w}):
-            index[{at} - count[x] + (count[x] + {u - 1}) // {u} * {u}] = -1"""
+                masks[{at}] = T.bitwise_or(masks[{at}], {bit})
+            for x in range({w}):
+                values[({at}) * {ck} + k] = {value}"""
 
 
 @dataclass(frozen=True)
@@ -172,9 +169,8 @@ def act_sparse_conv2d_script(layout: ActSparseLayout, act: str = "none", has_res
     sh, sw = spec.stride
     dh = spec.dilation[0]
     hp, wx, ob, r = layout.hp, layout.wx, layout.blocks, layout.oc_block
-    tile, u, chunks, cap, segs = layout.tile, layout.unroll, layout.chunks, layout.capacity, layout.segments
+    tile, ck, chunks, segs, pixels = layout.tile, layout.chunk, layout.chunks, layout.segments, layout.pixels
     owp = segs * tile
-    pixels = n * hp * wx
     res_arg = f'residual: T.Buffer(({n}, {oc}, {oh}, {ow}), "float32"), ' if has_residual else ""
 
     def store(x: str) -> str:  # one output (pixel x of row y of channel o), the epilogue applied
@@ -194,43 +190,39 @@ for b, o, y in T.grid({n}, {oc}, {oh}):""" + (f"""
     for xi in T.vectorized({ow - whole}):
         {store(f"{whole} + xi")}""" if whole < ow else "")
 
-    # The tile: accumulators acc_{set}_{pixel} of oc_block floats (small buffers: registers).
+    # The tile: accumulators acc_{pixel} of oc_block floats (small buffers: registers).
     q0 = f"((b * {ob} + o) * {oh} + y) * {owp * r} + s * {tile * r}"
-    lines = ['e = T.decl_buffer((1,), "int32", scope="global")']
-    for k in range(u):
-        for p in range(tile):
-            lines.append(f'acc_{k}_{p} = T.decl_buffer(({r},), "float32", scope="global")')
+    lines = ['m = T.decl_buffer((1,), "int64", scope="global")',
+             'k = T.decl_buffer((1,), "int32", scope="global")']
+    lines += [f'acc_{p} = T.decl_buffer(({r},), "float32", scope="global")' for p in range(tile)]
     first = "i == 0 and g == 0"
     for p in range(tile):
         lines.append(f"for v in T.vectorized({r}):")
-        lines.append(f"    acc_0_{p}[v] = T.if_then_else({first}, T.float32(0), part[{q0} + {p * r} + v])")
-        for k in range(1, u):
-            lines.append(f"    acc_{k}_{p}[v] = T.float32(0)")
+        lines.append(f"    acc_{p}[v] = T.if_then_else({first}, T.float32(0), part[{q0} + {p * r} + v])")
     row = f"(b * {hp} + y * {sh} + i * {dh}) * {wx} + s * {tile * sw}"
+    lowest = 'T.Cast("int32", T.call_llvm_pure_intrin("int64", "llvm.cttz", m[0], T.bool(False)))'
     for t in range(layout.span):
         taps = [(j, layout.feeds(t, j)) for j in range(kw)]
         taps = [(j, p) for j, p in taps if p is not None]
         if not taps:
             continue
-        lst = f"(g * {pixels} + {row} + {t})"
-        lines.append(f"e[0] = {lst} * {cap}")
-        lines.append("while index[e[0]] >= 0:")
-        for k in range(u):
-            entry = f"e[0] + {k}"
-            for j, p in taps:
-                w_at = f"weight[((o * {kh} + i) * {kw} + {j}) * {c * r} + index[{entry}] + v]"
-                lines.append(f"    for v in T.vectorized({r}):")
-                lines.append(f"        acc_{k}_{p}[v] = acc_{k}_{p}[v] + values[{entry}] * {w_at}")
-        lines.append(f"    e[0] = e[0] + {u}")
+        at = f"g * {pixels} + {row} + {t}"
+        lines.append(f"m[0] = masks[{at}]")
+        lines.append("while m[0] != T.int64(0):")
+        lines.append(f"    k[0] = {lowest}")
+        lines.append("    m[0] = T.bitwise_and(m[0], m[0] - T.int64(1))")
+        for j, p in taps:
+            w_at = f"weight[((o * {kh} + i) * {kw} + {j}) * {c * r} + (g * {ck} + k[0]) * {r} + v]"
+            lines.append(f"    for v in T.vectorized({r}):")
+            lines.append(f"        acc_{p}[v] = acc_{p}[v] + values[({at}) * {ck} + k[0]] * {w_at}")
     for p in range(tile):
-        total = " + ".join(f"acc_{k}_{p}[v]" for k in range(u))
         lines.append(f"for v in T.vectorized({r}):")
-        lines.append(f"    part[{q0} + {p * r} + v] = {total}")
+        lines.append(f"    part[{q0} + {p * r} + v] = acc_{p}[v]")
     body = "\n".join(" " * 8 + line for line in lines)
     fb_args = "".join(f"fb{k}_h: T.handle, " for k in range(len(fallback.constants))) if fallback else ""
     sparse = f"""
-values = T.decl_buffer(({pixels * chunks * cap},), "float32", scope="global")
-index = T.decl_buffer(({pixels * chunks * cap},), "int32", scope="global")
+masks = T.decl_buffer(({chunks * pixels},), "int64", scope="global")
+values = T.decl_buffer(({chunks * pixels * ck},), "float32", scope="global")
 part = T.decl_buffer(({n * ob * oh * owp * r},), "float32", scope="global"){textwrap.dedent(_compaction(layout))}
 for b, o, i, g in T.grid({n}, {ob}, {kh}, {chunks}):
     for y, s in T.grid({oh}, {segs}):
@@ -285,6 +277,8 @@ def act_sparse_conv2d(layout: ActSparseLayout, act: str = "none", has_residual: 
     layout.spec.validate()
     if layout.spec.groups != 1:
         raise ValueError(f"act_sparse_conv2d: groups={layout.spec.groups} is not supported (groups must be 1)")
+    if not 0 < layout.chunk <= MASK_BITS:
+        raise ValueError(f"act_sparse_conv2d: chunk {layout.chunk} is not in 1..{MASK_BITS} (one int64 mask per pixel)")
     if layout.oc_block % layout.lanes:
         raise ValueError(f"act_sparse_conv2d: oc_block {layout.oc_block} is not a multiple of {layout.lanes} lanes")
     script = act_sparse_conv2d_script(layout, act, has_residual, fallback)

@@ -9,7 +9,7 @@ searches around them.
 from __future__ import annotations
 
 from fscnn_tvm.kinds import Compute
-from fscnn_tvm.ops.act_sparse_conv2d import ActSparseLayout
+from fscnn_tvm.ops.act_sparse_conv2d import MASK_BITS, ActSparseLayout
 from fscnn_tvm.ops.conv2d import Conv2dSpec, is_1x1_gemm, is_pointwise, oc_vectorizable
 from fscnn_tvm.ops.sparse_conv2d import SparseConvLayout
 from fscnn_tvm.ops.winograd import WinogradLayout
@@ -368,21 +368,22 @@ def act_sparse_layout(spec: Conv2dSpec, lanes: int) -> ActSparseLayout:
 
     Each nonzero input feeds ``vectors`` output-channel vectors for every kernel column, so up
     to 4 vectors (AVX-512; 2 with AVX2's 16 registers) per block keep enough independent FMAs in
-    flight; narrow kernels (1x1, or stride >= width) split each list over ``unroll`` accumulator
-    sets instead. The register tile is ~24 accumulators (~12 with AVX2), its width spread evenly
-    over the output row; a chunk holds as many input channels as keep the weights it uses
-    (``KW x chunk x oc_block`` floats) within :data:`ACT_SPARSE_L1_BYTES`. Measured on a Zen 5
-    core, 512->512 3x3 @28 (RESULTS.md, issue 16): 64 channels x 6 pixels x 48-channel chunks
-    7.9 ms at 80% zeros, against 8.2-9.3 for 32 x 7-14 or chunks of 32-512 channels.
+    flight. The register tile is ~24 accumulators (~12 with AVX2), its width spread evenly over
+    the output row; a chunk holds as many input channels as keep the weights it uses
+    (``KW x chunk x oc_block`` floats) within :data:`ACT_SPARSE_L1_BYTES`, and at most one mask's
+    bits (:data:`~fscnn_tvm.ops.act_sparse_conv2d.MASK_BITS`). Measured on a Zen 5 core,
+    512->512 3x3 @28 (RESULTS.md, issue 16): 64 channels x 6 pixels x 48-channel chunks 7.9 ms
+    at 80% zeros, against 8.2-9.3 for 32 x 7-14 or chunks of 32-512 channels; on an Intel Xeon
+    core (session 17) chunks of 96-512 were no faster at 90% zeros and 1.6-1.8x slower on a
+    dense input. A 1x1 gets 6 pixels and 64-channel chunks too: 128->512 @28 with 90% zeros
+    1.02 ms with the lists' 3 pixels x two accumulator sets x 128 channels, 0.92 with masks.
     """
     budget = 24 if lanes >= 16 else 12
     vectors = min(4 if lanes >= 16 else 2, -(-spec.out_channels // lanes))
-    fed = -(-spec.kernel[1] // spec.stride[1])  # outputs of a tile one input pixel feeds, at most
-    unroll = max(1, min(4, -(-FMA_IN_FLIGHT // (vectors * fed))))
-    widest = max(1, budget // (vectors * unroll))
+    widest = max(1, budget // vectors)
     segments = -(-spec.out_width // widest)
     tile = -(-spec.out_width // segments)
     oc_block = vectors * lanes
     chunk = max(8, ACT_SPARSE_L1_BYTES // (4 * spec.kernel[1] * oc_block))
-    chunk = min(spec.in_channels, chunk)
-    return ActSparseLayout(spec, lanes, oc_block, tile, chunk, unroll)
+    chunk = min(spec.in_channels, MASK_BITS, chunk)
+    return ActSparseLayout(spec, lanes, oc_block, tile, chunk)
